@@ -1,0 +1,196 @@
+"""`python -m replay <command>`: dataset tools. Each command is one `Command` in COMMANDS.
+
+Why a registry: commands (info now; stats, doctor, sim, oracle, view later) share the dataset options and
+the error handling: a bad path or malformed dataset prints one clear `error:` line and exits non-zero,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from replay.dataset import Dataset, DatasetError, DatasetInfo
+from replay.open import open_dataset
+
+EXIT_OK = 0
+EXIT_DATASET_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how it adds its arguments, and what it runs."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, TextIO], int]
+
+
+def parse_episodes(text: str) -> tuple[int, ...]:
+    """ "0,2,5-7" -> (0, 2, 5, 6, 7)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"episodes must look like 0,2,5-7; got '{text}'") from err
+    return tuple(out)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every dataset command takes; only the ones given are passed to the reader."""
+    parser.add_argument("--dataset", required=True, help="dataset folder (LeRobot, DP zarr, recording)")
+    parser.add_argument("--episodes", type=parse_episodes, default=None, help="subset, e.g. 0,2,5-7")
+    parser.add_argument("--fps", type=float, default=None, help="DP zarr only: control rate (default 10)")
+    parser.add_argument(
+        "--include-incomplete", action="store_true", help="recordings only: also read incomplete episodes"
+    )
+
+
+def open_from_args(args: argparse.Namespace) -> Dataset:
+    options: dict[str, Any] = {}
+    if args.episodes is not None:
+        options["episodes"] = args.episodes
+    if args.fps is not None:
+        options["fps"] = args.fps
+    if args.include_incomplete:
+        options["include_incomplete"] = True
+    return open_dataset(args.dataset, **options)
+
+
+# ---- info ----------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:10.4f}"
+
+
+def _stat_rows(feature: str, info: DatasetInfo, width: int) -> list[str]:
+    spec = info.features.get(feature)
+    if spec is not None and spec.names is not None and len(spec.names) == width:
+        if feature in {c.source_key for c in info.cameras} or spec.names == ("height", "width", "channels"):
+            return ["r", "g", "b"][:width] if width <= 3 else [str(i) for i in range(width)]
+        return list(spec.names)
+    if feature in {c.source_key for c in info.cameras} and width == 3:
+        return ["r", "g", "b"]
+    if feature == "observation.state" and width == len(info.state_names):
+        return list(info.state_names)
+    if feature == "action" and width == len(info.action_names):
+        return list(info.action_names)
+    return [str(i) for i in range(width)] if width > 1 else ["value"]
+
+
+def print_stats(info: DatasetInfo, out: TextIO) -> None:
+    if not info.stats:
+        out.write("stats: none stored\n")
+        return
+    out.write("stats (per dimension)\n")
+    for feature, feat in info.stats.items():
+        means = np.asarray(feat.get("mean", []), dtype=np.float64).reshape(-1)
+        width = means.size
+        count = feat.get("count")
+        count_txt = f", count {int(np.asarray(count).reshape(-1)[0])}" if count is not None else ""
+        out.write(f"  {feature}{count_txt}\n")
+        cols = [k for k in ("mean", "std", "min", "max", "q01", "q99") if k in feat]
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        for key in cols:
+            arr = np.asarray(feat[key], dtype=np.float64).reshape(-1)
+            if arr.size == width:
+                values[key] = arr
+        labels = _stat_rows(feature, info, width)
+        label_w = max(12, *(len(lbl) for lbl in labels))
+        out.write("    " + " " * label_w + "".join(f"{k:>10s}" for k in values) + "\n")
+        for i, label in enumerate(labels):
+            out.write(
+                "    " + f"{label:<{label_w}s}" + "".join(_fmt(float(v[i])) for v in values.values()) + "\n"
+            )
+
+
+def print_info(ds: Dataset, out: TextIO, max_episodes: int = 40) -> None:
+    info = ds.info
+    out.write(f"dataset   {info.path}\n")
+    out.write(f"format    {info.format}\n")
+    out.write(f"robot     {info.robot_type or '-'}\n")
+    out.write(f"fps       {info.fps:g}\n")
+    out.write(f"episodes  {info.num_episodes}\n")
+    out.write(f"frames    {info.num_frames}\n")
+    indices = ds.episode_indices()
+    shown = indices if len(indices) <= max_episodes else indices[: max_episodes - 5] + indices[-5:]
+    out.write("\nepisodes (index, length, task)\n")
+    for pos, i in enumerate(shown):
+        if len(shown) < len(indices) and pos == max_episodes - 5:
+            out.write(f"  ... {len(indices) - len(shown)} more ...\n")
+        meta = ds.episode_meta(i)
+        out.write(f"  {meta.index:6d} {meta.length:7d}  {meta.task or '-'}\n")
+    out.write(f"\ntasks ({len(info.tasks)})\n")
+    for k, task in enumerate(info.tasks):
+        out.write(f"  {k}: {task}\n")
+    out.write(f"\nstate  ({info.state_dim}): {', '.join(info.state_names)}\n")
+    out.write(f"action ({info.action_dim}): {', '.join(info.action_names)}\n")
+    out.write("\nfeatures (key, dtype, shape, names)\n")
+    for key, spec in info.features.items():
+        names = ", ".join(spec.names) if spec.names else "-"
+        out.write(f"  {key:<32s} {spec.dtype:<8s} {list(spec.shape)!s:<16s} {names}\n")
+    out.write("\ncameras (name, HxW, source)\n")
+    if not info.cameras:
+        out.write("  none\n")
+    for cam in info.cameras:
+        out.write(f"  {cam.name:<16s} {cam.height}x{cam.width:<8d} {cam.source_key}\n")
+    out.write("\n")
+    print_stats(info, out)
+    out.write("\nnotes\n")
+    if not info.notes:
+        out.write("  none\n")
+    for note in info.notes:
+        out.write(f"  - {note}\n")
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument("--max-episodes", type=int, default=40, help="list at most this many episodes")
+
+
+def _run_info(args: argparse.Namespace, out: TextIO) -> int:
+    print_info(open_from_args(args), out, max_episodes=max(args.max_episodes, 6))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "info": Command(
+        "info", "summarize a dataset: episodes, tasks, features, cameras, stats", _info_arguments, _run_info
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m replay", description="Dataset tools for the YAM stack.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for command in COMMANDS.values():
+        sp = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    try:
+        return COMMANDS[args.command].run(args, stream)
+    except DatasetError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return EXIT_DATASET_ERROR
