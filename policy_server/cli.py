@@ -1,0 +1,115 @@
+"""Command line: `python -m policy_server serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from policy_server.auth import TOKEN_ENV, load_token
+from policy_server.policy import Policy
+from policy_server.server import DEFAULT_MAX_REQUEST_BYTES, PolicyServer, ServerConfig, TlsConfig
+
+log = logging.getLogger("policy_server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m policy_server", description="VLA policy server (gRPC).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a policy over gRPC (and optionally openpi's websocket protocol)")
+    src = serve.add_argument_group("policy")
+    src.add_argument("--policy", choices=["dataset"], default="dataset",
+                     help="'dataset': answer with the dataset's own next actions (tests the deploy path)")
+    src.add_argument("--dataset", type=Path, help="dataset for --policy dataset (LeRobot v2.1/v3, zarr)")
+    src.add_argument("--horizon", type=int, default=50, help="action chunk length H (default 50)")
+    src.add_argument("--images-optional", action="store_true",
+                     help="dataset policy: accept observations without camera images")
+    net = serve.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1 = loopback only; 0.0.0.0 exposes it to the network)")
+    net.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
+    net.add_argument("--websocket-port", type=int, default=None,
+                     help="also speak openpi's websocket protocol on this port")
+    net.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
+                     help="largest accepted request in MiB (default 32)")
+    net.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
+    net.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    net.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
+    net.add_argument("--token-file", type=Path,
+                     help=f"require 'authorization: Bearer <token>' with the token in this file (or set ${TOKEN_ENV})")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def build_policy(args: argparse.Namespace) -> Policy:
+    if args.policy == "dataset":
+        if args.dataset is None:
+            raise SystemExit("--policy dataset needs --dataset PATH")
+        from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
+
+        return DatasetPolicy(DatasetPolicyConfig(
+            dataset=args.dataset, action_horizon=args.horizon, require_images=not args.images_optional
+        ))
+    raise SystemExit(f"unknown policy {args.policy}")
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("TLS needs both --tls-cert and --tls-key")
+        tls = TlsConfig(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+    elif args.tls_client_ca:
+        raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        websocket_port=args.websocket_port,
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_response_bytes=int(args.max_request_mb * 2**20),
+        tls=tls,
+        token=load_token(args.token_file),
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = build_config(args)
+    if config.host not in ("127.0.0.1", "::1", "localhost") and config.tls is None:
+        log.warning("binding %s without TLS: observations and actions cross the network in clear text", config.host)
+    policy = build_policy(args)
+    server = PolicyServer(policy, config)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down (grace %.1f s)", signal.Signals(signum).name, config.grace_s)
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"READY grpc={config.host}:{server.port}"
+          + (f" websocket={config.host}:{server.websocket.port}" if server.websocket else ""), flush=True)
+    while not stop_requested.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

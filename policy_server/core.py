@@ -1,0 +1,109 @@
+"""Transport-independent request handling: validate -> policy -> checked response.
+
+The gRPC servicer and the openpi-compatible websocket endpoint both call `InferenceCore.infer`, so a request
+is validated, timed and checked the same way whichever wire it came over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+
+from policy_server import __version__
+from policy_server.policy import Policy, PolicyError
+from policy_server.validate import validate_request
+from protos import policy_pb2 as pb
+from protos.codec import numpy_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CoreCounters:
+    requests: int = 0
+    invalid: int = 0
+    failed: int = 0
+
+
+class InferenceCore:
+    def __init__(self, policy: Policy, *, max_request_bytes: int) -> None:
+        self.policy = policy
+        self.spec = policy.spec
+        self.max_request_bytes = max_request_bytes
+        self.metadata = self.spec.to_proto(server_version=__version__, max_request_bytes=max_request_bytes)
+        self.counters = CoreCounters()
+        self._counter_lock = threading.Lock()
+        self._policy_lock: AbstractContextManager[object] = (
+            nullcontext() if policy.concurrent_safe else threading.Lock()
+        )
+
+    def _count(self, name: str) -> None:
+        with self._counter_lock:
+            setattr(self.counters, name, getattr(self.counters, name) + 1)
+
+    def infer(self, request: pb.InferRequest) -> pb.InferResponse:
+        """Answer one request. Raises protos.codec.WireError (bad input) or PolicyError (policy failure)."""
+        self._count("requests")
+        receive_unix = time.time()
+        t0 = time.perf_counter()
+        try:
+            obs = validate_request(request, self.spec)
+            self.policy.check(obs)
+        except Exception:
+            self._count("invalid")
+            raise
+        t_valid = time.perf_counter()
+        noise_seed = request.noise_seed if request.HasField("noise_seed") else None
+        try:
+            with self._policy_lock:
+                out = self.policy.infer(obs, noise_seed=noise_seed)
+            self._check_actions(out.actions)
+        except Exception:
+            self._count("failed")
+            raise
+        t_done = time.perf_counter()
+        timing = pb.ServerTiming(
+            validate_ms=(t_valid - t0) * 1e3,
+            preprocess_ms=out.preprocess_ms,
+            model_ms=out.model_ms,
+            postprocess_ms=out.postprocess_ms,
+            total_ms=(t_done - t0) * 1e3,
+            server_receive_unix=receive_unix,
+        )
+        return pb.InferResponse(
+            actions=numpy_to_tensor(out.actions),
+            observation_timestamp=obs.timestamp,
+            episode_index=obs.episode_index,
+            step_index=obs.step_index,
+            request_id=request.request_id,
+            timing=timing,
+            norm_report=out.norm_report,
+            warnings=[pb.Warning(code=w.code, field=w.field, message=w.message) for w in out.warnings],
+        )
+
+    def _check_actions(self, actions: np.ndarray) -> None:
+        """Never let a malformed chunk leave the server: shape, dtype and finiteness are asserted here."""
+        expected = (self.spec.action_horizon, self.spec.action_dim)
+        if actions.shape != expected or actions.dtype != np.float32:
+            raise PolicyError(
+                f"policy '{self.spec.policy_type}' returned actions {actions.dtype} {list(actions.shape)}, "
+                f"expected float32 {list(expected)}"
+            )
+        if np.isfinite(actions).all():
+            return
+        bad = np.argwhere(~np.isfinite(actions))
+        if len(bad):
+            step, dim = (int(i) for i in bad[0])
+            raise PolicyError(
+                f"policy '{self.spec.policy_type}' produced a non-finite action at step {step}, "
+                f"dim {dim} ({self.spec.action_names[dim]}); {len(bad)} non-finite values in the chunk"
+            )
+
+    def reset(self, episode_index: int) -> None:
+        with self._policy_lock:
+            self.policy.reset(episode_index)

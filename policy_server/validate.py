@@ -1,0 +1,155 @@
+"""Request validation: every InferRequest is checked against the PolicySpec before any policy sees it.
+
+A failure raises `WireError` whose field names exactly what is wrong ("observation.images[top]: expected
+240x320 (HxW), got 224x224") so the client can fix it; the server maps it to INVALID_ARGUMENT and keeps serving.
+What passes comes out as an `ObservationInput` of plain, typed numpy values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from policy_server.spec import PolicySpec
+from protos import policy_pb2 as pb
+from protos.codec import WireError, decode_image, dtype_name, tensor_to_numpy
+
+
+@dataclass(frozen=True)
+class RtcInput:
+    """Real-time chunking inputs, validated: remainder [h, action_dim] float32 in robot units."""
+
+    previous_chunk_remainder: npt.NDArray[np.float32]
+    inference_delay_steps: int
+    execution_horizon: int
+
+
+@dataclass(frozen=True)
+class ObservationInput:
+    """A validated observation: what a policy receives."""
+
+    images: Mapping[str, npt.NDArray[np.uint8]]
+    image_timestamps: Mapping[str, float]
+    state: npt.NDArray[np.float32]
+    prompt: str
+    timestamp: float
+    episode_index: int
+    step_index: int
+    rtc: RtcInput | None = None
+
+
+def _float32_tensor(tensor: pb.Tensor, field: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    if tensor.dtype != pb.DTYPE_FLOAT32:
+        raise WireError(f"{field}.dtype", f"expected float32, got {dtype_name(tensor.dtype)}")
+    arr = tensor_to_numpy(tensor, field)
+    if arr.shape != shape:
+        raise WireError(f"{field}.shape", f"expected {list(shape)}, got {list(arr.shape)}")
+    return arr.astype(np.float32, copy=False)
+
+
+def _first_non_finite(arr: npt.NDArray[np.float32]) -> tuple[int, ...] | None:
+    if np.isfinite(arr).all():
+        return None
+    bad = np.argwhere(~np.isfinite(arr))
+    return tuple(int(i) for i in bad[0]) if len(bad) else None
+
+
+def validate_state(tensor: pb.Tensor, spec: PolicySpec) -> npt.NDArray[np.float32]:
+    state = _float32_tensor(tensor, "observation.state", (spec.state_dim,))
+    bad = _first_non_finite(state)
+    if bad is not None:
+        i = bad[0]
+        raise WireError(
+            f"observation.state[{i}] ({spec.state_names[i]})", f"must be finite, got {state[i]}"
+        )
+    return state
+
+
+def validate_images(
+    images: Mapping[str, pb.Image], spec: PolicySpec
+) -> tuple[dict[str, npt.NDArray[np.uint8]], dict[str, float]]:
+    expected = [c.name for c in spec.cameras]
+    for name in images:
+        if spec.camera(name) is None:
+            raise WireError(f"observation.images[{name}]", f"unknown camera; expected names {expected}")
+    rgb: dict[str, npt.NDArray[np.uint8]] = {}
+    stamps: dict[str, float] = {}
+    for cam in spec.cameras:
+        field = f"observation.images[{cam.name}]"
+        if cam.name not in images:
+            if cam.required:
+                raise WireError(field, f"required camera is missing; sent {sorted(images)}")
+            continue
+        msg = images[cam.name]
+        if (msg.height, msg.width) != (cam.height, cam.width):
+            raise WireError(
+                field,
+                f"expected {cam.height}x{cam.width} (HxW), got {msg.height}x{msg.width}; "
+                "resize on the client (see PolicyMetadata.preprocessing)",
+            )
+        decoded = decode_image(msg, field)
+        rgb[cam.name] = decoded.rgb
+        stamps[cam.name] = decoded.capture_timestamp
+    return rgb, stamps
+
+
+def validate_rtc(rtc: pb.RealTimeChunking, spec: PolicySpec) -> RtcInput:
+    field = "observation.rtc"
+    if not spec.supports_rtc:
+        raise WireError(field, f"policy '{spec.policy_type}' does not support real-time chunking; leave it unset")
+    rem = rtc.previous_chunk_remainder
+    if rem.dtype != pb.DTYPE_FLOAT32:
+        raise WireError(f"{field}.previous_chunk_remainder.dtype", f"expected float32, got {dtype_name(rem.dtype)}")
+    arr = tensor_to_numpy(rem, f"{field}.previous_chunk_remainder").astype(np.float32, copy=False)
+    if arr.ndim != 2 or arr.shape[1] != spec.action_dim or arr.shape[0] > spec.action_horizon:
+        raise WireError(
+            f"{field}.previous_chunk_remainder.shape",
+            f"expected [h <= {spec.action_horizon}, {spec.action_dim}], got {list(arr.shape)}",
+        )
+    bad = _first_non_finite(arr)
+    if bad is not None:
+        raise WireError(f"{field}.previous_chunk_remainder[{bad[0]}, {bad[1]}]", "must be finite")
+    delay = int(rtc.inference_delay_steps)
+    if not 0 <= delay < spec.action_horizon:
+        raise WireError(f"{field}.inference_delay_steps", f"expected 0..{spec.action_horizon - 1}, got {delay}")
+    horizon = int(rtc.execution_horizon)
+    if not 0 <= horizon <= spec.action_horizon:
+        raise WireError(f"{field}.execution_horizon", f"expected 0..{spec.action_horizon}, got {horizon}")
+    return RtcInput(previous_chunk_remainder=arr, inference_delay_steps=delay, execution_horizon=horizon)
+
+
+def validate_request(request: pb.InferRequest, spec: PolicySpec) -> ObservationInput:
+    """Check one request against the spec; raise WireError naming the first offending field."""
+    if not request.HasField("observation"):
+        raise WireError("observation", "required")
+    obs = request.observation
+    if not obs.HasField("state"):
+        raise WireError(
+            "observation.state", f"required: float32 [{spec.state_dim}] ordered as {list(spec.state_names)}"
+        )
+    state = validate_state(obs.state, spec)
+    images, stamps = validate_images(obs.images, spec)
+    if len(obs.prompt) > spec.max_prompt_chars:
+        raise WireError("observation.prompt", f"{len(obs.prompt)} characters exceeds {spec.max_prompt_chars}")
+    if spec.require_prompt and not obs.prompt.strip():
+        raise WireError("observation.prompt", "required by this policy (the task instruction)")
+    if not (math.isfinite(obs.timestamp) and obs.timestamp >= 0):
+        raise WireError("observation.timestamp", f"must be finite and >= 0, got {obs.timestamp}")
+    for name in ("episode_index", "step_index"):
+        if getattr(obs, name) < 0:
+            raise WireError(f"observation.{name}", f"must be >= 0, got {getattr(obs, name)}")
+    rtc = validate_rtc(obs.rtc, spec) if obs.HasField("rtc") else None
+    return ObservationInput(
+        images=images,
+        image_timestamps=stamps,
+        state=state,
+        prompt=obs.prompt,
+        timestamp=float(obs.timestamp),
+        episode_index=int(obs.episode_index),
+        step_index=int(obs.step_index),
+        rtc=rtc,
+    )

@@ -1,0 +1,1 @@
+"""Robot client: runs on the deploy machine; talks to the policy server and drives the arms."""

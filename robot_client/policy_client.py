@@ -1,0 +1,352 @@
+"""`GrpcPolicy`: the robot side of the wire, an `openpi_client.base_policy.BasePolicy`.
+
+Drop-in for openpi's `WebsocketClientPolicy` (`infer(obs) -> {"actions": [H, D], ...}`), over typed gRPC, with:
+- metadata fetched at connect (camera sizes, joint names, horizon) and used to preprocess images exactly as
+  openpi training does (`openpi_client.image_tools.resize_with_pad`) when sizes differ;
+- per-call deadlines, retries with exponential backoff on UNAVAILABLE (server restarting), and typed errors:
+  `PolicyRequestError` (bad observation, names the field), `PolicyServerUnavailable`, `PolicyTimeout`;
+- an optional persistent bidirectional stream for lower latency;
+- raw or JPEG image encoding (JPEG for slow links), optional TLS and bearer token.
+It never hides a failure: callers (the chunk scheduler) decide to hold the arm when an exception comes out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import numpy as np
+from openpi_client import base_policy, image_tools
+
+from protos import policy_pb2 as pb
+from protos import policy_pb2_grpc as pb_grpc
+from protos.codec import WireError
+from protos.dicts import collect_images, request_from_dict, response_to_dict
+from protos.malloc_tuning import tune_malloc_for_large_messages
+
+log = logging.getLogger(__name__)
+ERROR_FIELD_KEY = "x-error-field"
+CallMetadata = tuple[tuple[str, str | bytes], ...]
+
+
+class PolicyClientError(RuntimeError):
+    """Base class of the errors GrpcPolicy raises."""
+
+
+class PolicyRequestError(PolicyClientError, ValueError):
+    """The server (or the client-side conversion) refused the observation; `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+class PolicyServerUnavailable(PolicyClientError):
+    """No server answered within the retry budget (down, restarting, or unreachable)."""
+
+
+class PolicyTimeout(PolicyClientError):
+    """The server did not answer within the deadline."""
+
+
+class PolicyServerError(PolicyClientError):
+    """The server failed while answering a valid request (INTERNAL, UNAUTHENTICATED, RESOURCE_EXHAUSTED...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GrpcPolicyConfig:
+    target: str = "127.0.0.1:50051"
+    # Deadline of one inference call (seconds). A late chunk is a useless chunk; keep this tight.
+    timeout_s: float = 2.0
+    connect_timeout_s: float = 10.0
+    image_encoding: str = "raw"  # "raw" | "jpeg" | "png"
+    jpeg_quality: int = 90
+    # Resize images whose size differs from the metadata's, with the method the metadata names.
+    resize_images: bool = True
+    streaming: bool = False
+    max_message_bytes: int = 32 * 1024 * 1024
+    retries: int = 3
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    token: str | None = None
+    tls_root_cert: Path | None = None
+    tls_server_name: str | None = None
+
+
+def _status_error(exc: grpc.RpcError) -> PolicyClientError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    field = ""
+    if hasattr(exc, "trailing_metadata"):
+        # Metadata items are (key, value) pairs at runtime; the stubs describe them as objects.
+        for key, value in cast(Any, exc.trailing_metadata() or ()):
+            if key == ERROR_FIELD_KEY:
+                field = str(value)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return PolicyRequestError(field, details or "invalid observation")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return PolicyTimeout(details or "deadline exceeded")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return PolicyServerUnavailable(details or "server unavailable")
+    return PolicyServerError(code.name if code else "UNKNOWN", details or "")
+
+
+class _Stream:
+    """One persistent InferStream call.
+
+    Responses are read on the caller's thread (no extra thread hop on the hot path); a watchdog thread that
+    polls every WATCHDOG_PERIOD_S cancels the call when a response is later than its deadline, which turns into
+    PolicyTimeout (deadline precision is therefore about 10 ms).
+    """
+
+    WATCHDOG_PERIOD_S = 0.01
+
+    def __init__(self, stub: pb_grpc.PolicyServiceStub, metadata: CallMetadata) -> None:
+        self._requests: queue.Queue[pb.InferRequest | None] = queue.Queue()
+        self._call = stub.InferStream(iter(self._requests.get, None), metadata=metadata)
+        self._deadline: float | None = None
+        self._timed_out = False
+        self._closed = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="policy-stream-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.WATCHDOG_PERIOD_S):
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                self._timed_out = True
+                self._call.cancel()
+                return
+
+    def request(self, request: pb.InferRequest, timeout_s: float) -> pb.StreamInferResponse:
+        self._deadline = time.monotonic() + timeout_s
+        self._requests.put(request)
+        try:
+            while True:
+                try:
+                    item: pb.StreamInferResponse = next(self._call)
+                except StopIteration:
+                    raise PolicyServerUnavailable("stream closed by the server") from None
+                except grpc.RpcError as exc:
+                    if self._timed_out:
+                        raise PolicyTimeout(f"no stream response within {timeout_s:.3f} s") from None
+                    raise _status_error(exc) from None
+                if item.request_id == request.request_id:
+                    return item
+                log.warning("dropping stale stream response %d (waiting for %d)", item.request_id,
+                            request.request_id)
+        finally:
+            self._deadline = None
+
+    def close(self) -> None:
+        self._closed.set()
+        self._requests.put(None)
+        self._call.cancel()
+
+
+class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client ships no type information
+    """openpi-compatible policy client over gRPC. Thread-safe for one caller at a time (use one per thread)."""
+
+    def __init__(self, config: GrpcPolicyConfig | None = None, **overrides: Any) -> None:
+        base = config or GrpcPolicyConfig()
+        self.config = GrpcPolicyConfig(**{**base.__dict__, **overrides}) if overrides else base
+        if self.config.image_encoding not in ("raw", "jpeg", "png"):
+            raise ValueError(f"image_encoding must be raw, jpeg or png, got '{self.config.image_encoding}'")
+        tune_malloc_for_large_messages()
+        self._ids = itertools.count(1)
+        self._call_metadata: CallMetadata = (
+            (("authorization", f"Bearer {self.config.token}"),) if self.config.token else ()
+        )
+        self._lock = threading.Lock()
+        self._stream: _Stream | None = None
+        self._channel = self._open_channel()
+        self._stub = pb_grpc.PolicyServiceStub(self._channel)
+        self._metadata = self._fetch_metadata(self.config.connect_timeout_s)
+
+    # -- connection -------------------------------------------------------------------------------------------
+    def _open_channel(self) -> grpc.Channel:
+        cfg = self.config
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            # Reconnect fast after a server restart: a robot waiting on a policy must not wait for 20 s backoff.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+        ]
+        if cfg.tls_root_cert is None:
+            return grpc.insecure_channel(cfg.target, options=options)
+        if cfg.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
+        creds = grpc.ssl_channel_credentials(root_certificates=cfg.tls_root_cert.read_bytes())
+        return grpc.secure_channel(cfg.target, creds, options=options)
+
+    def _fetch_metadata(self, timeout_s: float) -> pb.PolicyMetadata:
+        """Wait (up to timeout_s) for the server to come up, then read its metadata."""
+        try:
+            metadata: pb.PolicyMetadata = self._stub.GetMetadata(
+                pb.GetMetadataRequest(), timeout=timeout_s, metadata=self._call_metadata, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            err = _status_error(exc)
+            if isinstance(err, PolicyTimeout | PolicyServerUnavailable):
+                raise PolicyServerUnavailable(
+                    f"no policy server answered at {self.config.target} within {timeout_s:.1f} s ({err})"
+                ) from None
+            raise err from None
+        return metadata
+
+    def get_server_metadata(self) -> dict[str, Any]:
+        """Metadata as a plain dict (openpi's WebsocketClientPolicy API)."""
+        from protos.dicts import message_to_dict
+
+        return message_to_dict(self._metadata)
+
+    @property
+    def metadata(self) -> pb.PolicyMetadata:
+        return self._metadata
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def prepare_images(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """Resize images whose size differs from the metadata's (resize_with_pad, openpi training parity)."""
+        if not self.config.resize_images:
+            return dict(obs)
+        try:
+            images = collect_images(obs)
+        except WireError as exc:
+            raise PolicyRequestError(exc.field, str(exc)) from None
+        method = self._metadata.preprocessing.image_resize or "resize_with_pad"
+        sizes = {c.name: (c.height, c.width) for c in self._metadata.cameras}
+        out = {k: v for k, v in obs.items()
+               if k != "images" and not (isinstance(k, str) and k.startswith(("observation.images.",
+                                                                                "observation/images/")))}
+        resized = {}
+        for name, rgb in images.items():
+            target = sizes.get(name)
+            if target is None or rgb.shape[:2] == target or method == "none":
+                resized[name] = rgb
+            elif method == "center_crop":
+                resized[name] = _center_crop_resize(rgb, *target)
+            else:
+                resized[name] = image_tools.resize_with_pad(rgb, target[0], target[1])
+        out["images"] = resized
+        return out
+
+    def build_request(self, obs: Mapping[str, Any]) -> pb.InferRequest:
+        try:
+            return request_from_dict(
+                self.prepare_images(obs),
+                image_encoding=self.config.image_encoding,
+                jpeg_quality=self.config.jpeg_quality,
+                request_id=next(self._ids),
+            )
+        except WireError as exc:
+            raise PolicyRequestError(exc.field, str(exc)) from None
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Send one observation; return {"actions": float32 [H, D], timings, norm_report, warnings}."""
+        t0 = time.perf_counter()
+        request = self.build_request(obs)
+        t_built = time.perf_counter()
+        response = self.infer_request(request)
+        result = response_to_dict(response)
+        t_done = time.perf_counter()
+        result["client_timing"] = {
+            "encode_ms": (t_built - t0) * 1e3,
+            "round_trip_ms": (t_done - t_built) * 1e3,
+            "total_ms": (t_done - t0) * 1e3,
+        }
+        for warning in result["warnings"]:
+            log.warning("server warning %s at %s: %s", warning["code"], warning["field"], warning["message"])
+        return result
+
+    def infer_request(self, request: pb.InferRequest) -> pb.InferResponse:
+        """Send a prebuilt request with deadline and retries; typed errors on failure."""
+        with self._lock:
+            delay = self.config.backoff_initial_s
+            for attempt in range(self.config.retries + 1):
+                try:
+                    if self.config.streaming:
+                        return self._infer_stream(request)
+                    response: pb.InferResponse = self._stub.Infer(
+                        request, timeout=self.config.timeout_s, metadata=self._call_metadata
+                    )
+                    return response
+                except grpc.RpcError as exc:
+                    err = _status_error(exc)
+                except PolicyServerUnavailable as exc:
+                    err = exc
+                if not isinstance(err, PolicyServerUnavailable) or attempt == self.config.retries:
+                    raise err
+                log.warning("policy server unavailable (%s); retry %d/%d in %.2f s",
+                            err, attempt + 1, self.config.retries, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+            raise AssertionError("unreachable")
+
+    def _infer_stream(self, request: pb.InferRequest) -> pb.InferResponse:
+        if self._stream is None:
+            self._stream = _Stream(self._stub, self._call_metadata)
+        try:
+            reply = self._stream.request(request, self.config.timeout_s)
+        except PolicyClientError:
+            self._stream.close()
+            self._stream = None
+            raise
+        if reply.HasField("error"):
+            err = reply.error
+            if err.code == "INVALID_ARGUMENT":
+                raise PolicyRequestError(err.field, err.message)
+            raise PolicyServerError(err.code, err.message)
+        return reply.response
+
+    def reset(self) -> None:
+        self.reset_episode(0)
+
+    def reset_episode(self, episode_index: int) -> None:
+        try:
+            self._stub.Reset(pb.ResetRequest(episode_index=episode_index),
+                             timeout=self.config.timeout_s, metadata=self._call_metadata)
+        except grpc.RpcError as exc:
+            raise _status_error(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+        self._channel.close()
+
+    def __enter__(self) -> GrpcPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _center_crop_resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Crop the largest centred region with the target aspect ratio, then resize (no black bars)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(h / height, w / width)
+    ch, cw = int(round(height * scale)), int(round(width * scale))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = rgb[y0 : y0 + ch, x0 : x0 + cw]
+    return np.asarray(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
