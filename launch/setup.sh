@@ -63,14 +63,19 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 
 if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+  # A torch wheel already on disk (PIP_FIND_LINKS directories) is installed as that exact file, so no
+  # resolver can swap in a multi-GB CUDA build from the index; its own dependencies come from the index.
   local_wheel=""
   IFS=' ' read -r -a link_dirs <<<"${PIP_FIND_LINKS:-}"
   for d in "${link_dirs[@]:-}"; do
-    if [ -n "$d" ] && ls "$d"/torch-"$torch_version"*.whl >/dev/null 2>&1; then local_wheel="$d"; fi
+    d="${d#file://}"
+    for w in "$d"/torch-"$torch_version"*-cp311-*.whl; do
+      if [ -f "$w" ]; then local_wheel="$w"; fi
+    done
   done
   if [ -n "$local_wheel" ] && [ -z "${TORCH_INDEX_URL:-}" ]; then
-    echo "setup.sh: installing torch $torch_version from $local_wheel"
-    "${pip[@]}" install -q --no-index --find-links "$local_wheel" "torch==$torch_version"
+    echo "setup.sh: installing torch from $local_wheel"
+    "${pip[@]}" install -q "$local_wheel"
   else
     index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
     echo "setup.sh: installing torch $torch_version from $index"
