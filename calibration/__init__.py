@@ -1,1 +1,4 @@
-"""Calibration: joint zero offsets, gripper range, camera intrinsics/extrinsics, latency (files used by robot_client)."""
+"""Calibration: joint zero offsets, gripper range, camera intrinsics/extrinsics, latency.
+
+The files it writes are read by robot_client.
+"""

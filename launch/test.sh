@@ -11,7 +11,7 @@ cd "$root"
 ./launch/setup.sh
 py="$root/.venv/bin/python"
 packages=(policy_server robot_client replay calibration protos)
-echo "== ruff"; "$py" -m ruff check "${packages[@]}" tests bench
+echo "== ruff"; "$py" -m ruff check --no-cache "${packages[@]}" tests bench
 echo "== mypy"; "$py" -m mypy "${packages[@]}"
 echo "== protos"; "$py" -m protos.generate --check
 echo "== pytest"; MUJOCO_GL="${MUJOCO_GL:-egl}" "$py" -m pytest "$@"

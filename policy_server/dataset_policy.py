@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from replay.open import open_dataset
 
 from policy_server.policy import Policy, PolicyOutput, PolicyWarning
 from policy_server.spec import (
@@ -35,6 +34,7 @@ from policy_server.validate import ObservationInput
 from protos import policy_pb2 as pb
 from protos.codec import WireError
 from replay.dataset import Dataset, DatasetInfo, Episode
+from replay.open import open_dataset
 
 
 @dataclass(frozen=True)
