@@ -1,6 +1,6 @@
 """`python -m replay <command>`: dataset tools. Each command is one `Command` in COMMANDS.
 
-Why a registry: commands (info now; stats, doctor, sim, oracle, view later) share the dataset options and
+Why a registry: commands (info, stats, doctor now; sim, oracle, view later) share the dataset options and
 the error handling: a bad path or malformed dataset prints one clear `error:` line and exits non-zero,
 never a traceback.
 """
@@ -16,6 +16,8 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from policy_server.normalization.errors import NormalizationError
+from replay import doctor, stats_tool
 from replay.dataset import Dataset, DatasetError, DatasetInfo
 from replay.open import open_dataset
 
@@ -169,9 +171,38 @@ def _run_info(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# ---- stats / doctor ----------------------------------------------------------------------------------------
+
+
+def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    stats_tool.add_arguments(parser)
+
+
+def _run_stats(args: argparse.Namespace, out: TextIO) -> int:
+    return stats_tool.run(open_from_args(args), args, out)
+
+
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    doctor.add_arguments(parser)
+
+
+def _run_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    return doctor.run(open_from_args(args), args, out)
+
+
 COMMANDS: dict[str, Command] = {
     "info": Command(
         "info", "summarize a dataset: episodes, tasks, features, cameras, stats", _info_arguments, _run_info
+    ),
+    "stats": Command(
+        "stats", "exact norm stats (openpi norm_stats.json, LeRobot stats.json, or ours)", _stats_arguments,
+        _run_stats,
+    ),
+    "doctor": Command(
+        "doctor", "check a dataset (and a checkpoint's normalization of it); exit 1 on errors", _doctor_arguments,
+        _run_doctor,
     ),
 }
 
@@ -191,6 +222,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     try:
         return COMMANDS[args.command].run(args, stream)
-    except DatasetError as err:
+    except (DatasetError, NormalizationError) as err:
         sys.stderr.write(f"error: {err}\n")
         return EXIT_DATASET_ERROR

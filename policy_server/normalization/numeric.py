@@ -1,0 +1,135 @@
+"""The numeric core: normalization formulas, their epsilons, action masks and state discretization.
+
+Why one module: the server, the oracle, the stats tool and the doctor must agree to the last bit on what
+"normalized" means, so every formula lives here once. All arithmetic is float64; callers cast at their edges.
+
+Two epsilon conventions exist and give slightly different numbers:
+
+- "openpi" (eps = 1e-6, always added to the denominator):
+  quantile  n = 2 (x - q01) / (q99 - q01 + eps) - 1        x = (n + 1) / 2 (q99 - q01 + eps) + q01
+  z-score   n = (x - mean) / (std + eps)                   x = n (std + eps) + mean
+- "lerobot" (eps = 1e-8):
+  quantile  d = q99 - q01, replaced by eps only where d == 0;  n = 2 (x - q01) / d - 1;  x = (n + 1) d / 2 + q01
+  z-score   n = (x - mean) / (std + eps)                   x = n std + mean   (no eps on the way back)
+
+For a dimension with range d the two quantile results differ by a relative ~1e-6 / d, so a checkpoint must be
+served with the convention it was trained with. LeRobot's z-score is not an exact inverse (relative error
+eps / std); both conventions blow up on degenerate dimensions (d or std ~ 0), which is why those are detected
+and handled by policy before any formula runs (see `resolve.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+Mode = Literal["quantile", "zscore", "identity"]
+MODES: tuple[str, ...] = ("quantile", "zscore", "identity")
+EpsilonConvention = Literal["openpi", "lerobot"]
+EPSILON_CONVENTIONS: tuple[str, ...] = ("openpi", "lerobot")
+OPENPI_EPS = 1e-6
+LEROBOT_EPS = 1e-8
+
+# Pi0.5 discretizes each normalized state value into 256 bins over [-1, 1] for the prompt.
+PI05_STATE_BINS = 256
+
+
+def make_bool_mask(*dims: int) -> tuple[bool, ...]:
+    """openpi's mask shorthand: n > 0 gives n x True, n < 0 gives |n| x False.
+
+    make_bool_mask(6, -1, 6, -1) is the ALOHA/YAM delta mask: 6 joints relative, gripper absolute, per arm.
+    """
+    out: list[bool] = []
+    for d in dims:
+        if not isinstance(d, int) or isinstance(d, bool) or d == 0:
+            raise ValueError(f"make_bool_mask: each entry must be a non-zero integer, got {d!r}")
+        out.extend([d > 0] * abs(d))
+    return tuple(out)
+
+
+def _eps(convention: str) -> float:
+    if convention == "openpi":
+        return OPENPI_EPS
+    if convention == "lerobot":
+        return LEROBOT_EPS
+    raise ValueError(f"epsilon convention must be one of {EPSILON_CONVENTIONS}, got {convention!r}")
+
+
+def quantile_span(q01: F64, q99: F64, convention: str) -> F64:
+    """The denominator of the quantile formula under a convention (see the module docstring)."""
+    eps = _eps(convention)
+    d = np.asarray(q99, dtype=np.float64) - np.asarray(q01, dtype=np.float64)
+    if convention == "openpi":
+        return d + eps
+    return np.where(d == 0.0, eps, d)
+
+
+def quantile_normalize(x: npt.ArrayLike, q01: F64, q99: F64, convention: str) -> F64:
+    """Map [q01, q99] to [-1, 1] (no clipping: values beyond the quantiles land outside)."""
+    span = quantile_span(q01, q99, convention)
+    return np.asarray(2.0 * (np.asarray(x, dtype=np.float64) - q01) / span - 1.0, dtype=np.float64)
+
+
+def quantile_unnormalize(n: npt.ArrayLike, q01: F64, q99: F64, convention: str) -> F64:
+    span = quantile_span(q01, q99, convention)
+    return np.asarray((np.asarray(n, dtype=np.float64) + 1.0) / 2.0 * span + q01, dtype=np.float64)
+
+
+def zscore_normalize(x: npt.ArrayLike, mean: F64, std: F64, convention: str) -> F64:
+    eps = _eps(convention)
+    return np.asarray((np.asarray(x, dtype=np.float64) - mean) / (std + eps), dtype=np.float64)
+
+
+def zscore_unnormalize(n: npt.ArrayLike, mean: F64, std: F64, convention: str) -> F64:
+    eps = _eps(convention)
+    scale = std + eps if convention == "openpi" else std
+    return np.asarray(np.asarray(n, dtype=np.float64) * scale + mean, dtype=np.float64)
+
+
+def normalize(x: npt.ArrayLike, mode: str, a: F64, b: F64, convention: str) -> F64:
+    """Normalize with (a, b) = (q01, q99) in quantile mode or (mean, std) in z-score mode."""
+    if mode == "quantile":
+        return quantile_normalize(x, a, b, convention)
+    if mode == "zscore":
+        return zscore_normalize(x, a, b, convention)
+    if mode == "identity":
+        return np.array(x, dtype=np.float64)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def unnormalize(n: npt.ArrayLike, mode: str, a: F64, b: F64, convention: str) -> F64:
+    if mode == "quantile":
+        return quantile_unnormalize(n, a, b, convention)
+    if mode == "zscore":
+        return zscore_unnormalize(n, a, b, convention)
+    if mode == "identity":
+        return np.array(n, dtype=np.float64)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def bin_edges(bins: int = PI05_STATE_BINS) -> F64:
+    """Left edges of the state bins: linspace(-1, 1, bins + 1)[:-1], as Pi0.5's tokenizer uses."""
+    if bins < 2:
+        raise ValueError(f"state bins must be >= 2, got {bins}")
+    return np.linspace(-1.0, 1.0, bins + 1)[:-1]
+
+
+def discretize_state(
+    normalized: npt.ArrayLike, bins: int = PI05_STATE_BINS
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Pi0.5 state bins k = digitize(s, edges) - 1, clipped into [0, bins - 1].
+
+    openpi leaves k = -1 for s < -1, which is not a valid bin; here it is clipped to 0 and reported.
+    Returns (bins, below, above): `below` marks s < -1 (clipped up to bin 0), `above` marks s > 1 (saturated
+    at the top bin). Both lose information, so callers report them.
+    """
+    s = np.asarray(normalized, dtype=np.float64)
+    raw = np.digitize(s, bin_edges(bins)) - 1
+    below = s < -1.0
+    above = s > 1.0
+    k = np.clip(raw, 0, bins - 1).astype(np.int64)
+    return k, below, above

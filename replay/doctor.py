@@ -1,0 +1,173 @@
+"""`python -m replay doctor`: find what is wrong with a dataset (and a checkpoint's view of it) before motion.
+
+Why: every failure of the seed incident was visible in the data before the arm moved: actions never
+normalized, output left in model space, stats from elsewhere. The doctor runs every check it can (data-only
+checks always; normalization checks when --checkpoint is given) and prints one line per finding with its
+severity. It exits 1 when any finding is an error, 0 otherwise (2 when the dataset cannot be opened).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from policy_server.normalization.checkpoint import read_policy_config
+from policy_server.normalization.errors import NormalizationError
+from policy_server.normalization.numeric import MODES
+from replay.dataset import Dataset
+from replay.doctor_checks import (
+    CheckThresholds,
+    LagResult,
+    check_degenerate,
+    check_finite,
+    check_gripper_convention,
+    check_normalized_looking_actions,
+    check_outliers,
+    check_stored_stats,
+    check_timestamps,
+    delta_evidence,
+    delta_mask_findings,
+    estimate_lags,
+    lag_findings,
+    state_index_for_actions,
+)
+from replay.doctor_findings import Finding, count
+from replay.doctor_norm import CheckpointRequest, NormSection, checkpoint_findings
+from replay.doctor_raw import load_episodes
+from replay.stats_tool import parse_delta_mask
+
+EXIT_FINDINGS = 1
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    checkpoint: Path | None = None
+    out: Path | None = None
+    mode: str | None = None
+    delta_mask: tuple[bool, ...] | None = None
+    action_horizon: int | None = None
+    asset_id: str | None = None
+    plots: bool = True
+    thresholds: CheckThresholds = field(default_factory=CheckThresholds)
+
+
+@dataclass(frozen=True)
+class DoctorResult:
+    findings: list[Finding]
+    report: Path | None
+    plots: list[Path]
+    norm: NormSection | None
+
+    @property
+    def errors(self) -> int:
+        return count(self.findings, "error")
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+
+def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
+    info = ds.info
+    th = options.thresholds
+    episodes, findings = load_episodes(ds)
+    state_index = state_index_for_actions(info.action_names, info.state_names)
+    findings += check_finite(episodes, info.state_names, info.action_names)
+    ts_findings, dts = check_timestamps(episodes, info.fps, th)
+    findings += ts_findings
+    lag: LagResult | None = None
+    norm: NormSection | None = None
+    if episodes:
+        states = np.concatenate([np.asarray(ep.states, dtype=np.float64) for ep in episodes])
+        actions = np.concatenate([np.asarray(ep.actions, dtype=np.float64) for ep in episodes])
+        findings += check_degenerate(states, actions, info.state_names, info.action_names, th)
+        findings += check_gripper_convention(states, actions, info.state_names, info.action_names)
+        findings += check_outliers(episodes, actions, info.action_names, th)
+        lag = estimate_lags(episodes, info.action_names, state_index, th)
+        findings += lag_findings(lag, info.fps, th)
+        evidence = delta_evidence(episodes, info.action_names, state_index, th)
+        mask, mask_source = options.delta_mask, "--delta-mask"
+        if options.checkpoint is not None:
+            from_config = _config_mask(options.checkpoint)
+            if from_config is not None:
+                mask, mask_source = from_config, "the checkpoint's policy_config.json"
+        if mask is not None and len(mask) != info.action_dim:
+            findings.append(Finding("error", "delta_mask_length", mask_source,
+                                    f"delta mask has {len(mask)} entries, the dataset {info.action_dim} action dims"))
+            mask = None
+        findings += delta_mask_findings(evidence, info.action_names, mask, mask_source)
+        findings += check_normalized_looking_actions(states, actions, info.action_names, state_index, evidence)
+        if len(episodes) == len(ds.episode_indices()) and info.num_episodes == len(episodes):
+            aggregated = any("aggregated" in note for note in info.notes)
+            findings += check_stored_stats(info.stats, states, actions, info.state_names, info.action_names, th,
+                                           quantiles_exact=not aggregated)
+        if options.checkpoint is not None:
+            request = CheckpointRequest(options.checkpoint, options.mode, options.delta_mask, options.action_horizon,
+                                        options.asset_id)
+            ck_findings, norm = checkpoint_findings(info, episodes, request)
+            findings += ck_findings
+    else:
+        findings.append(Finding("error", "no_episodes", str(info.path), "no episode could be read"))
+    report: Path | None = None
+    plots: list[Path] = []
+    if options.out is not None:
+        # Imported here: matplotlib costs ~0.3 s, which every `python -m replay` command would otherwise pay.
+        from replay.doctor_report import ReportInputs, write_markdown, write_plots
+
+        options.out.mkdir(parents=True, exist_ok=True)
+        inputs = ReportInputs(info, episodes, findings, lag, dts, norm,
+                              str(options.checkpoint) if options.checkpoint else None)
+        if options.plots:
+            plots = write_plots(inputs, options.out, state_index)
+        report = write_markdown(inputs, options.out, plots)
+    return DoctorResult(findings, report, plots, norm)
+
+
+def _config_mask(checkpoint: Path) -> tuple[bool, ...] | None:
+    """The delta mask of the checkpoint's policy_config.json, if it has one (errors surface in the norm checks)."""
+    try:
+        config = read_policy_config(checkpoint)
+    except NormalizationError:
+        return None
+    return None if config is None else config.action_delta_mask
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="openpi or LeRobot checkpoint dir (norm_stats.json / processor safetensors, and "
+                             "policy_config.json when present)")
+    parser.add_argument("--out", type=Path, default=None, help="write report.md, findings.json and plots/ here")
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="normalization mode when the checkpoint has no policy_config.json and does not record it")
+    parser.add_argument("--delta-mask", type=parse_delta_mask, default=None,
+                        help="action delta mask (e.g. 6,-1,6,-1) when the checkpoint has no policy_config.json")
+    parser.add_argument("--action-horizon", type=int, default=None,
+                        help="chunk length the checkpoint's action stats were computed over")
+    parser.add_argument("--asset-id", default=None, help="openpi asset id when the checkpoint has several")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--lag-warn", type=int, default=CheckThresholds.lag_warn_frames,
+                        help="flag an action-to-state lag of at least this many frames")
+
+
+def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
+    options = DoctorOptions(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        mode=args.mode,
+        delta_mask=args.delta_mask,
+        action_horizon=args.action_horizon,
+        asset_id=args.asset_id,
+        plots=not args.no_plots,
+        thresholds=CheckThresholds(lag_warn_frames=args.lag_warn),
+    )
+    result = run_doctor(ds, options)
+    for finding in result.findings:
+        out.write(finding.line() + "\n")
+    f = result.findings
+    tail = f"; report {result.report}" if result.report else ""
+    out.write(f"doctor: {count(f, 'error')} error(s), {count(f, 'warning')} warning(s), "
+              f"{count(f, 'info')} info{tail}\n")
+    return EXIT_FINDINGS if result.errors else 0
