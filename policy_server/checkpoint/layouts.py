@@ -1,0 +1,203 @@
+"""The two public Pi0.5 checkpoint layouts and how their keys and configs map onto our model.
+
+openpi (PyTorch, from `convert_jax_model_to_pytorch.py` or openpi training):
+    model.safetensors (keys as in our module tree), config.json {action_dim, action_horizon, paligemma_variant,
+    action_expert_variant, precision}, assets/<asset_id>/norm_stats.json.
+LeRobot (`PI05Policy.save_pretrained`):
+    model.safetensors (keys "model." + openpi key), config.json (PI05Config, "type": "pi05"),
+    policy_{pre,post}processor.json + normalizer/unnormalizer safetensors.
+
+Known differences handled here (each one recorded in the load report, none silent):
+- the LLM's tied embedding may be stored as `...paligemma.lm_head.weight` only (de-duplicated on save);
+- the action expert's `lm_head` (vocab x width) is unused by Pi0.5 and left random by the converter: ignored;
+- LeRobot renames `action_time_mlp_*` -> `time_mlp_*` and drops `state_proj.*` and the expert's plain-norm
+  `.weight` keys (left over from Pi0-style checkpoints).
+Both configs may carry "model_extensions" {vision_variant, max_token_len, vocab_size, image_keys, num_steps}
+for non-standard sizes (our small test and demo models); absent, the full Pi0.5 sizes apply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policy_server.model.config import DEFAULT_IMAGE_KEYS, ModelConfigError, Pi05Config
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LEROBOT_PREFIX = "model."
+TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
+EMBED_TOKENS = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+EXPERT_LM_HEAD = "paligemma_with_expert.gemma_expert.lm_head.weight"
+EXTENSIONS_KEY = "model_extensions"
+_EXPERT_PLAIN_NORM = re.compile(
+    r"^paligemma_with_expert\.gemma_expert\.model\.(layers\.\d+\.(input|post_attention)_layernorm|norm)\.weight$"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded as is; the message lists every offending key or field."""
+
+
+@dataclass
+class KeyPlan:
+    """How stored tensor names map onto model parameter names."""
+
+    to_model: dict[str, str] = field(default_factory=dict)  # stored name -> model name
+    ignored: dict[str, str] = field(default_factory=dict)  # stored name -> reason
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    tied_from_lm_head: bool = False
+    lm_head_duplicate: str | None = None  # stored lm_head name when embed_tokens is also stored
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    layout: str  # "openpi" | "lerobot"
+    directory: Path
+    weights: Path
+    config: Pi05Config
+    raw_config: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _extensions(raw: dict[str, Any], where: Path) -> dict[str, Any]:
+    ext = raw.get(EXTENSIONS_KEY, {}) or {}
+    allowed = {"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps"}
+    unknown = sorted(set(ext) - allowed)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown {EXTENSIONS_KEY} keys {unknown}; allowed {sorted(allowed)}")
+    return dict(ext)
+
+
+def _build_config(values: dict[str, Any], where: Path) -> Pi05Config:
+    try:
+        return Pi05Config.from_dict(values)
+    except (ModelConfigError, TypeError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+
+
+def openpi_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[str]]:
+    notes = []
+    values: dict[str, Any] = {}
+    for key in ("action_dim", "action_horizon", "paligemma_variant", "action_expert_variant"):
+        if key in raw:
+            values[key] = raw[key]
+        else:
+            notes.append(f"config.json has no '{key}'; using the Pi0.5 default")
+    values.update(_extensions(raw, where))
+    known = {"action_dim", "action_horizon", "paligemma_variant", "action_expert_variant", "precision",
+             EXTENSIONS_KEY}
+    extra = sorted(set(raw) - known)
+    if extra:
+        notes.append(f"config.json keys not used for the model: {extra}")
+    return _build_config(values, where), notes
+
+
+def lerobot_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[str]]:
+    if raw.get("type") != "pi05":
+        raise CheckpointError(f"{where}: LeRobot policy type is '{raw.get('type')}'; only 'pi05' is supported")
+    notes = []
+    inputs = raw.get("input_features") or {}
+    visual = [k for k, v in inputs.items() if isinstance(v, dict) and v.get("type") == "VISUAL"]
+    visual += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0) or 0))]
+    values: dict[str, Any] = {
+        "paligemma_variant": raw.get("paligemma_variant", "gemma_2b"),
+        "action_expert_variant": raw.get("action_expert_variant", "gemma_300m"),
+        "action_horizon": raw.get("chunk_size", 50),
+        "action_dim": raw.get("max_action_dim", 32),
+        "num_steps": raw.get("num_inference_steps", 10),
+        "max_token_len": raw.get("tokenizer_max_length", 200),
+        "time_min_period": raw.get("min_period", 4e-3),
+        "time_max_period": raw.get("max_period", 4.0),
+        "image_keys": tuple(visual) if visual else DEFAULT_IMAGE_KEYS,
+    }
+    if not visual:
+        notes.append("config.json lists no VISUAL input features; using the three Pi0.5 camera slots")
+    values.update(_extensions(raw, where))
+    cfg = _build_config(values, where)
+    resolution = raw.get("image_resolution")
+    if resolution is not None and list(resolution) != [cfg.vision.image_size, cfg.vision.image_size]:
+        raise CheckpointError(f"{where}: image_resolution {resolution} does not match the vision tower's "
+                              f"{cfg.vision.image_size}x{cfg.vision.image_size}")
+    return cfg, notes
+
+
+def inspect_checkpoint(directory: Path) -> CheckpointInfo:
+    """Identify the layout of `directory` and read its model config (no weights are read)."""
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        found = sorted(p.name for p in directory.glob("*.safetensors"))
+        raise CheckpointError(f"{directory}: no {WEIGHTS_FILE} (found {found or 'no .safetensors files'}); "
+                              "PEFT adapters and JAX/orbax checkpoints must be merged/converted first")
+    config_path = directory / CONFIG_FILE
+    raw = _read_json(config_path)
+    if "type" in raw:
+        cfg, notes = lerobot_config(raw, config_path)
+        layout = "lerobot"
+    else:
+        cfg, notes = openpi_config(raw, config_path)
+        layout = "openpi"
+    return CheckpointInfo(layout, directory, weights, cfg, raw, tuple(notes))
+
+
+def plan_keys(layout: str, stored: list[str]) -> KeyPlan:
+    """Map stored names to model names for `layout`, recording every rename and every ignored key."""
+    plan = KeyPlan()
+    for name in stored:
+        key = name
+        if layout == "lerobot":
+            if not key.startswith(LEROBOT_PREFIX):
+                plan.to_model[name] = key  # left as is: reported as unexpected if it matches nothing
+                continue
+            key = key[len(LEROBOT_PREFIX):]
+            for old, new in (("action_time_mlp_in.", "time_mlp_in."), ("action_time_mlp_out.", "time_mlp_out.")):
+                if key.startswith(old):
+                    plan.renamed.append((name, new + key[len(old):]))
+                    key = new + key[len(old):]
+            if key.startswith("state_proj."):
+                plan.ignored[name] = "Pi0 state projection, unused by Pi0.5 (LeRobot drops it too)"
+                continue
+            if _EXPERT_PLAIN_NORM.match(key):
+                plan.ignored[name] = "plain-norm weight of the action expert; Pi0.5 uses adaRMSNorm dense layers"
+                continue
+        if key == EXPERT_LM_HEAD:
+            plan.ignored[name] = "action expert lm_head: unused by Pi0.5 (the converter leaves it random)"
+            continue
+        plan.to_model[name] = key
+    model_names = set(plan.to_model.values())
+    lm_head = [s for s, m in plan.to_model.items() if m == TIED_LM_HEAD]
+    if lm_head:
+        stored_name = lm_head[0]
+        if EMBED_TOKENS in model_names:
+            del plan.to_model[stored_name]
+            plan.lm_head_duplicate = stored_name
+        else:
+            plan.to_model[stored_name] = EMBED_TOKENS
+            plan.tied_from_lm_head = True
+    return plan
+
+
+def is_pi0(stored: list[str]) -> bool:
+    """A Pi0 (not Pi0.5) checkpoint: its action expert has plain norms, no adaRMSNorm dense layers."""
+    names = [n.removeprefix(LEROBOT_PREFIX) for n in stored]
+    has_expert = any(n.startswith("paligemma_with_expert.gemma_expert.") for n in names)
+    has_adarms = any(n.startswith("paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.dense.")
+                     for n in names)
+    return has_expert and not has_adarms

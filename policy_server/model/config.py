@@ -1,0 +1,152 @@
+"""Sizes of the Pi0.5 model, as named variants, so one code path builds the full model and small test models.
+
+Variants follow openpi's names where they exist (`gemma_2b`, `gemma_300m`, `dummy`) and add vision variants
+(`so400m_14` is PaliGemma's SigLIP; `tiny` and `dummy` are for tests and the bundled demo policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+PALIGEMMA_VOCAB_SIZE = 257152
+
+
+class ModelConfigError(ValueError):
+    """A model configuration is inconsistent or names an unknown variant."""
+
+
+@dataclass(frozen=True)
+class GemmaConfig:
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_eps: float = 1e-6
+    rope_max_wavelength: float = 10_000.0
+
+
+@dataclass(frozen=True)
+class SiglipConfig:
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1152
+    depth: int = 27
+    mlp_dim: int = 4304
+    num_heads: int = 16
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+GEMMA_VARIANTS: dict[str, GemmaConfig] = {
+    "gemma_2b": GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
+    "gemma_300m": GemmaConfig(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),
+    "dummy": GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
+    # Between dummy and full size: what the bundled demo policy and CPU benchmarks use.
+    "gemma_tiny": GemmaConfig(width=256, depth=4, mlp_dim=1024, num_heads=8, num_kv_heads=1, head_dim=32),
+    "gemma_tiny_expert": GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=8, num_kv_heads=1, head_dim=32),
+}
+
+SIGLIP_VARIANTS: dict[str, SiglipConfig] = {
+    "so400m_14": SiglipConfig(),
+    "tiny": SiglipConfig(image_size=224, patch_size=14, width=128, depth=2, mlp_dim=256, num_heads=4),
+    "dummy": SiglipConfig(image_size=28, patch_size=14, width=32, depth=1, mlp_dim=64, num_heads=2),
+}
+
+# Pi0.5 camera slots, in prefix order.
+DEFAULT_IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+
+
+@dataclass(frozen=True)
+class Pi05Config:
+    paligemma_variant: str = "gemma_2b"
+    action_expert_variant: str = "gemma_300m"
+    vision_variant: str = "so400m_14"
+    action_dim: int = 32
+    action_horizon: int = 50
+    max_token_len: int = 200
+    num_steps: int = 10
+    vocab_size: int = PALIGEMMA_VOCAB_SIZE
+    image_keys: tuple[str, ...] = DEFAULT_IMAGE_KEYS
+    time_min_period: float = 4e-3
+    time_max_period: float = 4.0
+
+    def __post_init__(self) -> None:
+        for name, table in (("paligemma_variant", GEMMA_VARIANTS), ("action_expert_variant", GEMMA_VARIANTS),
+                            ("vision_variant", SIGLIP_VARIANTS)):
+            value = getattr(self, name)
+            if value not in table:
+                raise ModelConfigError(f"{name} '{value}' is unknown; known: {sorted(table)}")
+        llm, expert = self.llm, self.expert
+        if (llm.num_heads, llm.num_kv_heads, llm.head_dim) != (expert.num_heads, expert.num_kv_heads,
+                                                               expert.head_dim):
+            raise ModelConfigError(
+                "the LLM and the action expert share attention, so heads/kv heads/head_dim must match: "
+                f"{self.paligemma_variant} has {llm.num_heads}/{llm.num_kv_heads}/{llm.head_dim}, "
+                f"{self.action_expert_variant} has {expert.num_heads}/{expert.num_kv_heads}/{expert.head_dim}"
+            )
+        if llm.depth != expert.depth:
+            raise ModelConfigError(f"LLM depth {llm.depth} != expert depth {expert.depth}")
+        if expert.width % 2:
+            raise ModelConfigError("the expert width must be even (sin/cos time embedding)")
+        for label, value in (("action_dim", self.action_dim), ("action_horizon", self.action_horizon),
+                             ("max_token_len", self.max_token_len), ("num_steps", self.num_steps),
+                             ("vocab_size", self.vocab_size)):
+            if value <= 0:
+                raise ModelConfigError(f"{label} must be > 0, got {value}")
+        if not self.image_keys:
+            raise ModelConfigError("image_keys must name at least one camera slot")
+
+    @property
+    def llm(self) -> GemmaConfig:
+        return GEMMA_VARIANTS[self.paligemma_variant]
+
+    @property
+    def expert(self) -> GemmaConfig:
+        return GEMMA_VARIANTS[self.action_expert_variant]
+
+    @property
+    def vision(self) -> SiglipConfig:
+        return SIGLIP_VARIANTS[self.vision_variant]
+
+    @property
+    def prefix_len(self) -> int:
+        return len(self.image_keys) * self.vision.num_patches + self.max_token_len
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["image_keys"] = list(self.image_keys)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pi05Config:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelConfigError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "image_keys" in values:
+            values["image_keys"] = tuple(values["image_keys"])
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Pi05Config:
+        return replace(self, **changes)
+
+
+def preset(name: str) -> Pi05Config:
+    """Named model configurations: 'pi05' (full size), 'tiny' (demo/benchmarks), 'dummy' (unit tests)."""
+    presets = {
+        "pi05": Pi05Config(),
+        "tiny": Pi05Config(paligemma_variant="gemma_tiny", action_expert_variant="gemma_tiny_expert",
+                           vision_variant="tiny", max_token_len=64, vocab_size=1024),
+        "dummy": Pi05Config(paligemma_variant="dummy", action_expert_variant="dummy", vision_variant="dummy",
+                            action_horizon=10, max_token_len=32, vocab_size=512),
+    }
+    if name not in presets:
+        raise ModelConfigError(f"unknown preset '{name}'; known: {sorted(presets)}")
+    return presets[name]

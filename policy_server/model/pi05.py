@@ -1,0 +1,315 @@
+"""Pi0.5 in plain PyTorch: SigLIP + PaliGemma LLM over the prefix, a Gemma action expert over the actions.
+
+Inference: the prefix (camera tokens + prompt tokens) runs through the LLM once into a per-layer KV cache; then
+N Euler steps of the flow from t = 1 (noise) to t = 0 run only the expert over the H action tokens, attending
+to the cached prefix. `sample_actions(..., use_cache=False)` recomputes the prefix jointly at every step
+(the training-style forward) and is the reference the cached path is tested against.
+
+Module attribute names reproduce the checkpoint key layout (`paligemma_with_expert.paligemma.model.
+language_model.layers.N...`), so both openpi and LeRobot checkpoints load by name after prefix handling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policy_server.model.config import Pi05Config
+from policy_server.model.dtype_policy import DtypePolicy, assert_dtype_policy
+from policy_server.model.gemma import GemmaModel, Stream, shared_attention_layer
+from policy_server.model.layers import attention_bias, block_attention_mask, rope_cos_sin, sinusoidal_time_embedding
+from policy_server.model.rtc import RtcGuidance, guidance_weight
+from policy_server.model.siglip import MultiModalProjector, SiglipVisionModel, image_features
+
+
+class ModelInputError(ValueError):
+    """Model inputs of the wrong shape, dtype or range; the message names the input and what was expected."""
+
+
+class ModelOutputError(RuntimeError):
+    """The model produced non-finite values; the message names the step."""
+
+
+@dataclass
+class ModelInputs:
+    """Preprocessed, batched model inputs.
+
+    images: one [B, 3, S, S] float32 tensor in [-1, 1] per camera slot (config.image_keys order);
+    image_masks: [B] bool per slot (False = camera absent, its tokens are masked out);
+    tokens: [B, L] int64 prompt tokens; token_masks: [B, L] bool.
+    """
+
+    images: list[Tensor]
+    image_masks: list[Tensor]
+    tokens: Tensor
+    token_masks: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def validate(self, cfg: Pi05Config) -> None:
+        b = self.batch_size
+        s = cfg.vision.image_size
+        if len(self.images) != len(cfg.image_keys) or len(self.image_masks) != len(cfg.image_keys):
+            raise ModelInputError(f"expected {len(cfg.image_keys)} images and masks ({list(cfg.image_keys)}), "
+                                  f"got {len(self.images)} and {len(self.image_masks)}")
+        for key, img, mask in zip(cfg.image_keys, self.images, self.image_masks, strict=True):
+            if tuple(img.shape) != (b, 3, s, s) or img.dtype != torch.float32:
+                raise ModelInputError(f"image '{key}': expected float32 [{b}, 3, {s}, {s}], "
+                                      f"got {img.dtype} {list(img.shape)}")
+            if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:
+                raise ModelInputError(f"image mask '{key}': expected bool [{b}], got {mask.dtype} {list(mask.shape)}")
+            lo, hi = float(img.min()), float(img.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ModelInputError(f"image '{key}': has non-finite pixels")
+            if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
+                hint = " (looks like 0..255 pixels that were not converted)" if hi > 2 else ""
+                raise ModelInputError(f"image '{key}': pixel values must be in [-1, 1], got [{lo:.3f}, {hi:.3f}]{hint}")
+        expected = (b, cfg.max_token_len)
+        if tuple(self.tokens.shape) != expected or self.tokens.dtype != torch.int64:
+            raise ModelInputError(f"tokens: expected int64 {list(expected)}, got {self.tokens.dtype} "
+                                  f"{list(self.tokens.shape)}")
+        if tuple(self.token_masks.shape) != expected or self.token_masks.dtype != torch.bool:
+            raise ModelInputError(f"token_masks: expected bool {list(expected)}, got {self.token_masks.dtype} "
+                                  f"{list(self.token_masks.shape)}")
+        lo_id, hi_id = int(self.tokens.min()), int(self.tokens.max())
+        if lo_id < 0 or hi_id >= cfg.vocab_size:
+            bad = (self.tokens < 0) | (self.tokens >= cfg.vocab_size)
+            row, col = (int(i) for i in torch.nonzero(bad)[0])
+            raise ModelInputError(f"token id {int(self.tokens[row, col])} at [{row}, {col}] is outside the "
+                                  f"vocabulary [0, {cfg.vocab_size}); refusing to read a nonexistent embedding")
+        if not bool(self.token_masks[:, 0].all()):
+            raise ModelInputError("token_masks: every prompt must start with a valid token (BOS)")
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer RoPE-rotated keys/values of the prefix and its validity mask."""
+
+    kv: list[tuple[Tensor, Tensor]]
+    pad: Tensor
+
+
+class PaliGemmaInner(nn.Module):
+    """The `paligemma.model.` level of the key path: vision tower, projector, language model."""
+
+    def __init__(self, cfg: Pi05Config) -> None:
+        super().__init__()
+        self.vision_tower = SiglipVisionModel(cfg.vision)
+        self.multi_modal_projector = MultiModalProjector(cfg.vision.width, cfg.llm.width)
+        self.language_model = GemmaModel(cfg.llm, vocab_size=cfg.vocab_size, cond_dim=None)
+
+
+class PaliGemma(nn.Module):
+    def __init__(self, cfg: Pi05Config) -> None:
+        super().__init__()
+        self.model = PaliGemmaInner(cfg)
+
+
+class GemmaExpert(nn.Module):
+    def __init__(self, cfg: Pi05Config) -> None:
+        super().__init__()
+        self.model = GemmaModel(cfg.expert, vocab_size=None, cond_dim=cfg.expert.width)
+
+
+class PaliGemmaWithExpert(nn.Module):
+    def __init__(self, cfg: Pi05Config) -> None:
+        super().__init__()
+        self.paligemma = PaliGemma(cfg)
+        self.gemma_expert = GemmaExpert(cfg)
+
+    @property
+    def vision_tower(self) -> SiglipVisionModel:
+        return self.paligemma.model.vision_tower
+
+    @property
+    def projector(self) -> MultiModalProjector:
+        return self.paligemma.model.multi_modal_projector
+
+    @property
+    def llm(self) -> GemmaModel:
+        return self.paligemma.model.language_model
+
+    @property
+    def expert(self) -> GemmaModel:
+        return self.gemma_expert.model
+
+
+class Pi05Model(nn.Module):
+    def __init__(self, cfg: Pi05Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.expert.width
+        self.paligemma_with_expert = PaliGemmaWithExpert(cfg)
+        self.action_in_proj = nn.Linear(cfg.action_dim, width)
+        self.action_out_proj = nn.Linear(width, cfg.action_dim)
+        self.time_mlp_in = nn.Linear(width, width)
+        self.time_mlp_out = nn.Linear(width, width)
+        # A fresh model is all float32; loading or apply_dtype_policy() changes this, nothing else may.
+        self._dtype_policy = DtypePolicy.FLOAT32
+
+    # -- prefix ---------------------------------------------------------------------------------------------
+    def embed_prefix(self, inputs: ModelInputs) -> tuple[Tensor, Tensor]:
+        """Image tokens of every slot, then prompt tokens scaled by sqrt(width). Returns (embs, pad mask)."""
+        pw = self.paligemma_with_expert
+        embs, pads = [], []
+        for img, mask in zip(inputs.images, inputs.image_masks, strict=True):
+            feats = image_features(pw.vision_tower, pw.projector, img)
+            embs.append(feats)
+            pads.append(mask[:, None].expand(feats.shape[0], feats.shape[1]))
+        embed = pw.llm.embed_tokens
+        assert embed is not None
+        lang = embed(inputs.tokens)
+        lang = lang * math.sqrt(lang.shape[-1])
+        embs.append(lang)
+        pads.append(inputs.token_masks)
+        dtype = pw.llm.compute_dtype
+        return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
+
+    def build_prefix_cache(self, inputs: ModelInputs) -> PrefixCache:
+        embs, pad = self.embed_prefix(inputs)
+        llm = self.paligemma_with_expert.llm
+        positions = torch.cumsum(pad.long(), dim=1) - 1
+        cos, sin = rope_cos_sin(positions, llm.cfg.head_dim, llm.cfg.rope_max_wavelength, embs.dtype)
+        bias = attention_bias(block_attention_mask(pad, torch.zeros_like(pad, dtype=torch.long)))
+        hidden = embs
+        kv = []
+        for layer in llm.layers:
+            (hidden,), layer_kv = shared_attention_layer([Stream(layer, hidden)], cos, sin, bias)  # type: ignore[arg-type]
+            kv.append(layer_kv)
+        return PrefixCache(kv=kv, pad=pad)
+
+    # -- suffix ---------------------------------------------------------------------------------------------
+    def time_condition(self, t: Tensor) -> Tensor:
+        """c = swish(time_mlp_out(swish(time_mlp_in(sincos(t))))), [B, expert width], float32."""
+        emb = sinusoidal_time_embedding(t, self.cfg.expert.width, self.cfg.time_min_period, self.cfg.time_max_period)
+        return F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(emb))))
+
+    def _suffix_out(self, hidden: Tensor, cond: Tensor) -> Tensor:
+        normed, _ = self.paligemma_with_expert.expert.norm(hidden, cond)
+        out: Tensor = self.action_out_proj(normed.to(torch.float32))
+        return out
+
+    def velocity(self, cache: PrefixCache, x_t: Tensor, t: Tensor) -> Tensor:
+        """v_theta(x_t, t) [B, H, A] from the cached prefix (expert only)."""
+        expert = self.paligemma_with_expert.expert
+        b, h = x_t.shape[0], x_t.shape[1]
+        cond = self.time_condition(t)
+        hidden = self.action_in_proj(x_t).to(expert.compute_dtype)
+        suffix_pad = torch.ones(b, h, dtype=torch.bool, device=x_t.device)
+        prefix_len = cache.pad.shape[1]
+        offsets = cache.pad.long().sum(dim=1, keepdim=True)
+        positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
+        cos, sin = rope_cos_sin(positions, expert.cfg.head_dim, expert.cfg.rope_max_wavelength, hidden.dtype)
+        ar = torch.zeros(b, h, dtype=torch.long, device=x_t.device)
+        ar[:, 0] = 1
+        allowed = torch.cat([cache.pad[:, None, :].expand(b, h, prefix_len), block_attention_mask(suffix_pad, ar)],
+                            dim=2)
+        bias = attention_bias(allowed)
+        for layer, layer_kv in zip(expert.layers, cache.kv, strict=True):
+            (hidden,), _ = shared_attention_layer([Stream(layer, hidden, cond)], cos, sin, bias,  # type: ignore[arg-type]
+                                                  cached_kv=layer_kv)
+        return self._suffix_out(hidden, cond)
+
+    def velocity_uncached(self, inputs: ModelInputs, x_t: Tensor, t: Tensor) -> Tensor:
+        """v_theta(x_t, t) with prefix and suffix run jointly through both stacks (no cache)."""
+        pw = self.paligemma_with_expert
+        prefix, prefix_pad = self.embed_prefix(inputs)
+        b, h = x_t.shape[0], x_t.shape[1]
+        cond = self.time_condition(t)
+        suffix = self.action_in_proj(x_t).to(pw.expert.compute_dtype)
+        pad = torch.cat([prefix_pad, torch.ones(b, h, dtype=torch.bool, device=x_t.device)], dim=1)
+        ar = torch.zeros_like(pad, dtype=torch.long)
+        ar[:, prefix.shape[1]] = 1
+        positions = torch.cumsum(pad.long(), dim=1) - 1
+        cos, sin = rope_cos_sin(positions, pw.llm.cfg.head_dim, pw.llm.cfg.rope_max_wavelength, prefix.dtype)
+        bias = attention_bias(block_attention_mask(pad, ar))
+        for llm_layer, expert_layer in zip(pw.llm.layers, pw.expert.layers, strict=True):
+            (prefix, suffix), _ = shared_attention_layer(
+                [Stream(llm_layer, prefix), Stream(expert_layer, suffix, cond)], cos, sin, bias  # type: ignore[arg-type]
+            )
+        return self._suffix_out(suffix, cond)
+
+    # -- sampling -------------------------------------------------------------------------------------------
+    def sample_noise(self, batch: int, seed: int | None, device: torch.device) -> Tensor:
+        """Standard normal noise [B, H, A]; with a seed it is drawn on the CPU so every device sees the same."""
+        shape = (batch, self.cfg.action_horizon, self.cfg.action_dim)
+        if seed is None:
+            return torch.randn(shape, dtype=torch.float32, device=device)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        return torch.randn(shape, dtype=torch.float32, generator=gen).to(device)
+
+    def sample_actions(
+        self,
+        inputs: ModelInputs,
+        noise: Tensor | None = None,
+        *,
+        seed: int | None = None,
+        num_steps: int | None = None,
+        rtc: RtcGuidance | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Integrate the flow from t = 1 to 0 with N Euler steps; returns normalized actions [B, H, A] float32.
+
+        Time follows openpi exactly (float32 t and dt, `while t >= -dt / 2`), so the evaluated times are
+        1.0, 0.9, ..., 0.1 with float32 rounding. With `rtc`, each step adds the guidance term (one VJP).
+        """
+        cfg = self.cfg
+        assert_dtype_policy(self)
+        inputs.validate(cfg)
+        device = inputs.tokens.device
+        b = inputs.batch_size
+        if noise is None:
+            noise = self.sample_noise(b, seed, device)
+        expected = (b, cfg.action_horizon, cfg.action_dim)
+        if tuple(noise.shape) != expected or noise.dtype != torch.float32:
+            raise ModelInputError(f"noise: expected float32 {list(expected)}, got {noise.dtype} {list(noise.shape)}")
+        guided = rtc is not None and rtc.max_guidance > 0 and bool(rtc.weights.any())
+        if rtc is not None:
+            rtc.validate(b, cfg.action_horizon, cfg.action_dim)
+        steps = num_steps or cfg.num_steps
+        # Guidance needs autograd through the expert, so the prefix must not be an inference tensor.
+        context = torch.no_grad() if guided else torch.inference_mode()
+        with context:
+            cache = self.build_prefix_cache(inputs) if use_cache else None
+            dt = torch.tensor(-1.0 / steps, dtype=torch.float32, device=device)
+            time = torch.tensor(1.0, dtype=torch.float32, device=device)
+            x_t = noise
+            step = 0
+            while time >= -dt / 2:
+                t_batch = time.expand(b)
+
+                def v_fn(x: Tensor, t_batch: Tensor = t_batch) -> Tensor:
+                    return self.velocity(cache, x, t_batch) if cache is not None else \
+                        self.velocity_uncached(inputs, x, t_batch)
+
+                if guided:
+                    assert rtc is not None
+                    v_t, grad = _guided_velocity(v_fn, x_t, time, rtc)
+                    w = guidance_weight(float(time), rtc.max_guidance)
+                    x_t = x_t + dt * (v_t - w * grad)
+                else:
+                    v_t = v_fn(x_t)
+                    x_t = x_t + dt * v_t
+                if not bool(torch.isfinite(x_t).all()):
+                    raise ModelOutputError(f"non-finite actions after flow step {step} (t = {float(time):.3f}); "
+                                           "check the weights' dtype and the inputs")
+                time = time + dt
+                step += 1
+        return x_t.clone() if x_t.is_inference() else x_t.detach()
+
+
+def _guided_velocity(v_fn, x_t: Tensor, time: Tensor, rtc: RtcGuidance) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
+    """v and g = (W * (Y - a_hat))^T d a_hat/d x for a_hat = x - t v: one vector-Jacobian product."""
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        v = v_fn(x)
+        a_hat = x - time * v
+        error = rtc.weights.to(x.device)[None, :, None] * (rtc.previous.to(x.device) - a_hat)
+        (grad,) = torch.autograd.grad(a_hat, x, grad_outputs=error.detach())
+    return v.detach(), grad
