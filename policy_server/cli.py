@@ -22,12 +22,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a policy over gRPC (and optionally openpi's websocket protocol)")
     src = serve.add_argument_group("policy")
-    src.add_argument("--policy", choices=["dataset"], default="dataset",
-                     help="'dataset': answer with the dataset's own next actions (tests the deploy path)")
-    src.add_argument("--dataset", type=Path, help="dataset for --policy dataset (LeRobot v2.1/v3, zarr)")
-    src.add_argument("--horizon", type=int, default=50, help="action chunk length H (default 50)")
+    src.add_argument("--checkpoint", type=Path,
+                     help="Pi0.5 checkpoint directory (openpi or LeRobot layout, with policy_config.json)")
+    src.add_argument("--policy", choices=["dataset", "pi05"], default=None,
+                     help="'dataset': answer with the dataset's own next actions (tests the deploy path); "
+                          "'pi05': the model in --checkpoint (default when --checkpoint is given)")
+    src.add_argument("--dataset", type=Path,
+                     help="dataset for --policy dataset; with --checkpoint, checked against the checkpoint's "
+                          "norm stats before serving")
+    src.add_argument("--horizon", type=int, default=50, help="dataset policy: action chunk length H (default 50)")
     src.add_argument("--images-optional", action="store_true",
                      help="dataset policy: accept observations without camera images")
+    model = serve.add_argument_group("pi05 model")
+    model.add_argument("--policy-config", type=Path, help="policy config JSON (default: CHECKPOINT/policy_config.json)")
+    model.add_argument("--tokenizer", type=Path, help="PaliGemma SentencePiece model (default: from the checkpoint)")
+    model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                       help="weights dtype policy (auto: bfloat16 on CUDA, float32 on CPU)")
+    model.add_argument("--asset-id", help="openpi assets/<asset_id> holding norm_stats.json, when several exist")
+    model.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at start")
+    model.add_argument("--allow-stats-mismatch", action="store_true",
+                       help="serve even if --dataset is clearly not normalized by the checkpoint's stats")
     net = serve.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1 = loopback only; 0.0.0.0 exposes it to the network)")
@@ -46,7 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_policy(args: argparse.Namespace) -> Policy:
-    if args.policy == "dataset":
+    kind = args.policy or ("pi05" if args.checkpoint else "dataset")
+    if kind == "pi05":
+        if args.checkpoint is None:
+            raise SystemExit("--policy pi05 needs --checkpoint DIR")
+        from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
+
+        policy = Pi05Policy(Pi05ServeOptions(
+            checkpoint=args.checkpoint, policy_config=args.policy_config, tokenizer=args.tokenizer,
+            device=args.device, dtype=args.dtype, asset_id=args.asset_id, warmup=not args.no_warmup,
+        ))
+        if args.dataset is not None:
+            from policy_server.dataset_check import check_dataset_against_policy
+
+            check_dataset_against_policy(policy.pipeline, args.dataset, allow_mismatch=args.allow_stats_mismatch)
+        return policy
+    if kind == "dataset":
         if args.dataset is None:
             raise SystemExit("--policy dataset needs --dataset PATH")
         from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
@@ -54,7 +84,7 @@ def build_policy(args: argparse.Namespace) -> Policy:
         return DatasetPolicy(DatasetPolicyConfig(
             dataset=args.dataset, action_horizon=args.horizon, require_images=not args.images_optional
         ))
-    raise SystemExit(f"unknown policy {args.policy}")
+    raise SystemExit(f"unknown policy {kind}")
 
 
 def build_config(args: argparse.Namespace) -> ServerConfig:
@@ -81,7 +111,12 @@ def serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     if config.host not in ("127.0.0.1", "::1", "localhost") and config.tls is None:
         log.warning("binding %s without TLS: observations and actions cross the network in clear text", config.host)
-    policy = build_policy(args)
+    try:
+        policy = build_policy(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        # Startup refusals (bad checkpoint, stats, config, memory) name their cause; no traceback needed.
+        log.error("cannot serve: %s", exc)
+        return 1
     server = PolicyServer(policy, config)
     try:
         server.start()

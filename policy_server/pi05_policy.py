@@ -1,0 +1,220 @@
+"""The Pi0.5 policy behind the server: checkpoint + tokenizer + normalization pipeline + model.
+
+One request: robot state -> named normalization steps (report) -> prompt with discretized state -> tokens
+(asserted inside the vocabulary) -> camera images into the model's slots -> flow sampling on the prefix KV
+cache (optionally RTC-guided) -> named output steps (unpad, denormalize, delta->absolute, gripper, limits) ->
+actions in robot units, with the normalization report and timings.
+
+Startup refuses early and by name: memory preflight before reading weights, strict key-checked load, stats
+validated against the policy config, tokenizer vocabulary checked against the model, then one warm-up inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policy_server.checkpoint.layouts import inspect_checkpoint
+from policy_server.checkpoint.loader import LoadReport, load_checkpoint
+from policy_server.model.dtype_policy import DtypePolicy
+from policy_server.model.pi05 import ModelInputs, Pi05Model
+from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
+from policy_server.normalization.checkpoint import build_pipeline
+from policy_server.normalization.errors import NormalizationError
+from policy_server.normalization.pipeline import NormalizationPipeline
+from policy_server.policy import Policy, PolicyError, PolicyOutput, PolicyWarning
+from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
+from policy_server.preflight import MemoryEstimate, preflight
+from policy_server.spec import CameraSpec, PolicySpec, PreprocessingSpec
+from policy_server.tokenizer import PromptTokenizer, find_tokenizer_model
+from policy_server.validate import ObservationInput, RtcInput
+from protos.codec import WireError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pi05ServeOptions:
+    checkpoint: Path
+    policy_config: Path | None = None
+    tokenizer: Path | None = None
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16"
+    asset_id: str | None = None
+    warmup: bool = True
+    memory_headroom: float = 1.1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PolicyConfigError(f"--device {name}: CUDA is not available on this machine (torch "
+                                f"{torch.__version__}); use --device cpu")
+    return device
+
+
+class Pi05Policy(Policy):
+    concurrent_safe = False  # one model, one stream of work: the server serializes calls
+
+    def __init__(self, options: Pi05ServeOptions) -> None:
+        t0 = time.perf_counter()
+        self.options = options
+        directory = options.checkpoint
+        self.device = resolve_device(options.device)
+        self.dtype_policy = DtypePolicy.parse(options.dtype, self.device)
+        info = inspect_checkpoint(directory)
+        cfg = info.config
+        self.memory: MemoryEstimate = preflight(cfg, self.dtype_policy, self.device, options.memory_headroom)
+        self.config = Pi05PolicyConfig.load(options.policy_config or directory / FILE_NAME)
+        self.config.check_slots(cfg.image_keys)
+        norm = self.config.normalization
+        if norm.model_action_dim != cfg.action_dim:
+            raise PolicyConfigError(f"normalization.model_action_dim is {norm.model_action_dim} but the model's "
+                                    f"action_dim is {cfg.action_dim}")
+        if norm.state_bins != 256:
+            raise PolicyConfigError(f"normalization.state_bins is {norm.state_bins}; Pi0.5 prompts use 256 bins")
+        if norm.action_horizon is not None and norm.action_horizon != cfg.action_horizon:
+            raise PolicyConfigError(f"normalization.action_horizon is {norm.action_horizon} but the model's "
+                                    f"action_horizon is {cfg.action_horizon}")
+        self.pipeline: NormalizationPipeline = build_pipeline(directory, norm, options.asset_id)
+        explicit = options.tokenizer or (directory / self.config.tokenizer if self.config.tokenizer else None)
+        self.tokenizer = PromptTokenizer.from_file(find_tokenizer_model(directory, explicit),
+                                                   model_vocab_size=cfg.vocab_size)
+        loaded = load_checkpoint(directory, dtype_policy=self.dtype_policy, device=self.device)
+        self.model: Pi05Model = loaded.model
+        self.load_report: LoadReport = loaded.report
+        self.slot_of_camera = dict(self.config.cameras)
+        size = cfg.vision.image_size
+        self.spec = PolicySpec(
+            policy_type="pi05",
+            model_id=f"{directory.resolve().name} ({info.layout}, {cfg.paligemma_variant}/{cfg.action_expert_variant})",
+            weight_hash=loaded.report.weight_hash,
+            action_horizon=cfg.action_horizon,
+            state_names=norm.state_names,
+            action_names=norm.action_names,
+            cameras=tuple(CameraSpec(name, size, size, required=True) for name in self.config.cameras),
+            control_fps=self.config.control_fps,
+            action_delta_mask=norm.action_delta_mask,
+            action_gripper_mask=tuple(i in norm.gripper_dims() for i in range(norm.action_dim)),
+            norm_stats=self.pipeline.to_spec(),
+            preprocessing=PreprocessingSpec(image_resize=self.config.image_resize, image_height=size,
+                                            image_width=size, state_bins=norm.state_bins),
+            supports_rtc=True,
+            require_prompt=self.config.default_prompt is None,
+            max_prompt_chars=2000,
+        )
+        self.load_seconds = time.perf_counter() - t0
+        self.warmup_ms: float | None = self._warmup() if options.warmup else None
+        log.info("Pi0.5 ready in %.1f s on %s (%s): %s; warm-up %s ms\n%s", self.load_seconds, self.device,
+                 self.dtype_policy.value, self.spec.model_id,
+                 f"{self.warmup_ms:.0f}" if self.warmup_ms is not None else "skipped", self.pipeline.describe())
+
+    # -- request path ---------------------------------------------------------------------------------------
+    def _images(self, obs: ObservationInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Robot cameras into model slots as float32 [1, 3, S, S] in [-1, 1]; empty slots are masked zeros."""
+        cfg = self.model.cfg
+        s = cfg.vision.image_size
+        by_slot = {slot: cam for cam, slot in self.slot_of_camera.items()}
+        images, masks = [], []
+        for slot in cfg.image_keys:
+            cam = by_slot.get(slot)
+            if cam is not None and cam in obs.images:
+                rgb = torch.from_numpy(np.array(obs.images[cam]))  # a writable copy (wire buffers are read-only)
+                pixels = (rgb.to(torch.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)[None]
+                images.append(pixels.to(self.device))
+                masks.append(torch.ones(1, dtype=torch.bool, device=self.device))
+            else:
+                images.append(torch.zeros(1, 3, s, s, dtype=torch.float32, device=self.device))
+                masks.append(torch.zeros(1, dtype=torch.bool, device=self.device))
+        return images, masks
+
+    def _rtc(self, rtc: RtcInput, state: np.ndarray) -> RtcGuidance:
+        horizon = self.model.cfg.action_horizon
+        rows = rtc.previous_chunk_remainder.shape[0]
+        execution = rtc.execution_horizon or horizon - rows
+        if horizon - execution > rows:
+            raise WireError("observation.rtc.execution_horizon",
+                            f"with a remainder of {rows} rows the execution horizon must be >= {horizon - rows} "
+                            f"(H - h), got {execution}")
+        try:
+            weights = soft_mask(horizon, rtc.inference_delay_steps, execution, self.config.rtc.schedule)
+        except RtcError as exc:
+            raise WireError("observation.rtc", str(exc)) from None
+        encoded = self.pipeline.encode_actions(rtc.previous_chunk_remainder, state)
+        previous = np.zeros((horizon, self.model.cfg.action_dim), dtype=np.float32)
+        previous[: encoded.shape[0]] = encoded
+        return RtcGuidance(previous=torch.from_numpy(previous)[None].to(self.device), weights=weights.to(self.device),
+                           max_guidance=self.config.rtc.max_guidance)
+
+    def infer(self, obs: ObservationInput, noise_seed: int | None = None) -> PolicyOutput:
+        t0 = time.perf_counter()
+        try:
+            prepared, in_report = self.pipeline.prepare(obs.state)
+        except NormalizationError as exc:
+            raise WireError("observation.state", str(exc)) from None
+        prompt = obs.prompt.strip() or (self.config.default_prompt or "")
+        cfg = self.model.cfg
+        assert prepared.state_bins is not None
+        tokenized = self.tokenizer.tokenize_pi05(prompt, prepared.state_bins, max_len=cfg.max_token_len)
+        self.tokenizer.check_ids_in_vocab(tokenized.tokens, cfg.vocab_size)
+        warnings: list[PolicyWarning] = []
+        if tokenized.truncated_tokens:
+            warnings.append(PolicyWarning("prompt_truncated", "observation.prompt",
+                                          f"prompt + state need {tokenized.num_tokens + tokenized.truncated_tokens} "
+                                          f"tokens; the model takes {cfg.max_token_len}, "
+                                          f"{tokenized.truncated_tokens} dropped"))
+        images, masks = self._images(obs)
+        inputs = ModelInputs(
+            images=images,
+            image_masks=masks,
+            tokens=torch.from_numpy(tokenized.tokens)[None].to(self.device),
+            token_masks=torch.from_numpy(tokenized.mask)[None].to(self.device),
+        )
+        guidance = self._rtc(obs.rtc, prepared.robot_state) if obs.rtc is not None else None
+        t1 = time.perf_counter()
+        normalized = self.model.sample_actions(inputs, seed=noise_seed, rtc=guidance)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t2 = time.perf_counter()
+        try:
+            actions, out_report = self.pipeline.finish(normalized[0].float().cpu().numpy(), prepared.robot_state)
+        except NormalizationError as exc:
+            raise PolicyError(f"output normalization refused the chunk: {exc}") from None
+        report = in_report.merged(out_report)
+        warnings += [PolicyWarning(w.code, w.field, w.message) for w in report.warnings]
+        return PolicyOutput(
+            actions=actions.astype(np.float32, copy=False),
+            norm_report=report.to_proto(),
+            warnings=warnings,
+            preprocess_ms=(t1 - t0) * 1e3,
+            model_ms=(t2 - t1) * 1e3,
+            postprocess_ms=(time.perf_counter() - t2) * 1e3,
+        )
+
+    def _warmup(self) -> float:
+        """One inference on a synthetic observation at the stats' centre, so the first real request is not slow."""
+        norm = self.config.normalization
+        spec = self.pipeline.to_spec().state
+        center = (np.asarray(spec.q01) + np.asarray(spec.q99)) / 2 if spec.q01 and spec.q99 else \
+            np.asarray(spec.mean if spec.mean else np.zeros(norm.state_dim))
+        size = self.model.cfg.vision.image_size
+        obs = ObservationInput(
+            images={cam: np.zeros((size, size, 3), np.uint8) for cam in self.config.cameras},
+            image_timestamps={}, state=center.astype(np.float32), prompt="warm up", timestamp=0.0,
+            episode_index=0, step_index=0,
+        )
+        t0 = time.perf_counter()
+        self.infer(obs, noise_seed=0)
+        return (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
