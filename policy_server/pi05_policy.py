@@ -25,8 +25,9 @@ from policy_server.model.dtype_policy import DtypePolicy
 from policy_server.model.pi05 import ModelInputs, Pi05Model
 from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
 from policy_server.normalization.checkpoint import build_pipeline
-from policy_server.normalization.errors import NormalizationError
+from policy_server.normalization.errors import NormalizationError, SelfTestError
 from policy_server.normalization.pipeline import NormalizationPipeline
+from policy_server.normalization.selftest import round_trip_selftest
 from policy_server.policy import Policy, PolicyError, PolicyOutput, PolicyWarning
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.preflight import MemoryEstimate, preflight
@@ -84,6 +85,9 @@ class Pi05Policy(Policy):
             raise PolicyConfigError(f"normalization.action_horizon is {norm.action_horizon} but the model's "
                                     f"action_horizon is {cfg.action_horizon}")
         self.pipeline: NormalizationPipeline = build_pipeline(directory, norm, options.asset_id)
+        self.round_trip = round_trip_selftest(self.pipeline)
+        if not self.round_trip.ok:
+            raise SelfTestError(f"normalization self-test failed: {self.round_trip.summary()}")
         explicit = options.tokenizer or (directory / self.config.tokenizer if self.config.tokenizer else None)
         self.tokenizer = PromptTokenizer.from_file(find_tokenizer_model(directory, explicit),
                                                    model_vocab_size=cfg.vocab_size)
