@@ -1,0 +1,255 @@
+"""Robot configuration: one TOML file describing the arms, their joints, limits, gains and buses.
+
+Loaded and validated once at the edge (`load_robot_config`); everything downstream trusts the typed values.
+Units: joint positions in rad, gripper in 0 (closed) .. 1 (open); velocities per second, accelerations per
+second^2, jerks per second^3 in the same units.
+
+    [robot]
+    name = "bimanual_yam"
+    servo_hz = 200
+
+    [[arm]]
+    name = "left"
+    joints = ["left_joint1", ..., "left_joint6"]
+    gripper = "left_gripper"
+    can_channel = "can_left"
+    can_interface = "socketcan"          # socketcan | slcan | virtual
+    motor_ids = [1, 2, 3, 4, 5, 6, 7]    # gripper last
+    motor_types = ["DM4340", "DM4340", "DM4340", "DM4310", "DM4310", "DM4310", "DM4310"]
+    kp = [80, 80, 80, 10, 10, 10]
+    kd = [5, 5, 5, 1.5, 1.5, 1.5]
+    gripper_kp = 20.0
+    gripper_kd = 0.5
+    gripper_type = "linear_4310"
+    gripper_limits = [0.0, -6.57]        # motor rad at [closed, open]; required for the real arm
+
+    [limits.joint]                        # per joint index within an arm (1..6) plus "gripper"
+    ...
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+MOTOR_TYPES = ("DM4340", "DM4310", "DM3507", "DM6248")
+CAN_INTERFACES = ("socketcan", "slcan", "virtual")
+
+
+class RobotConfigError(ValueError):
+    """The robot config is missing a key or holds an impossible value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Per-joint limits, in robot units. The servo loop never commands beyond any of them."""
+
+    lower: float
+    upper: float
+    velocity: float
+    acceleration: float
+    jerk: float
+
+    def __post_init__(self) -> None:
+        if not self.upper > self.lower:
+            raise RobotConfigError(f"limits: upper {self.upper} must be > lower {self.lower}")
+        for label in ("velocity", "acceleration", "jerk"):
+            value = getattr(self, label)
+            if not (math.isfinite(value) and value > 0):
+                raise RobotConfigError(f"limits.{label} must be a positive number, got {value}")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    name: str
+    joints: tuple[str, ...]
+    gripper: str
+    kp: tuple[float, ...]
+    kd: tuple[float, ...]
+    gripper_kp: float
+    gripper_kd: float
+    can_channel: str = ""
+    can_interface: str = "socketcan"
+    can_bitrate: int = 1_000_000
+    motor_ids: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    motor_types: tuple[str, ...] = ("DM4340", "DM4340", "DM4340", "DM4310", "DM4310", "DM4310", "DM4310")
+    gripper_type: str = "linear_4310"
+    # Motor positions (rad) of the gripper fully closed and fully open; None = not calibrated.
+    gripper_limits: tuple[float, float] | None = None
+    # Motor-side watchdog: the motor drops to damping mode after this long without a command (0 = off).
+    watchdog_ms: float = 100.0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Joint names of this arm, gripper last (the order of states and actions)."""
+        return (*self.joints, self.gripper)
+
+    def __post_init__(self) -> None:
+        n = len(self.joints)
+        if n == 0:
+            raise RobotConfigError(f"arm '{self.name}': joints must not be empty")
+        for label, values in (("kp", self.kp), ("kd", self.kd)):
+            if len(values) != n:
+                raise RobotConfigError(f"arm '{self.name}': {label} has {len(values)} entries, expected {n}")
+            if any(v < 0 for v in values):
+                raise RobotConfigError(f"arm '{self.name}': {label} must be >= 0")
+        if len(self.motor_ids) != n + 1 or len(self.motor_types) != n + 1:
+            raise RobotConfigError(f"arm '{self.name}': motor_ids and motor_types need {n + 1} entries "
+                                   f"(joints then gripper)")
+        if len(set(self.motor_ids)) != len(self.motor_ids) or not all(0 < m < 0x10 for m in self.motor_ids):
+            raise RobotConfigError(f"arm '{self.name}': motor_ids must be distinct in 1..15, got {self.motor_ids}")
+        unknown = [t for t in self.motor_types if t not in MOTOR_TYPES]
+        if unknown:
+            raise RobotConfigError(f"arm '{self.name}': unknown motor types {unknown}; known {MOTOR_TYPES}")
+        if self.can_interface not in CAN_INTERFACES:
+            raise RobotConfigError(f"arm '{self.name}': can_interface must be one of {CAN_INTERFACES}")
+        if self.gripper_limits is not None and abs(self.gripper_limits[1] - self.gripper_limits[0]) < 1e-3:
+            raise RobotConfigError(f"arm '{self.name}': gripper_limits {self.gripper_limits} span nothing")
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    # Refuse to start when the first action is farther than this from the current state (per joint, robot units).
+    first_action_max_delta: float = 0.35
+    # Speed of the slow ramp to the first action (rad/s for joints, 1/s for grippers).
+    ramp_velocity: float = 0.25
+    # Hold when no usable chunk arrived for this long (seconds).
+    server_deadline_s: float = 0.5
+    # A motor or sim tracking error beyond this (robot units) is a fault.
+    max_tracking_error: float = 0.5
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    name: str
+    servo_hz: float
+    arms: tuple[ArmConfig, ...]
+    limits: Mapping[str, JointLimits]  # by joint name
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise RobotConfigError("at least one [[arm]] is required")
+        if not 50 <= self.servo_hz <= 2000:
+            raise RobotConfigError(f"robot.servo_hz must be in [50, 2000], got {self.servo_hz}")
+        names = self.joint_names
+        if len(set(names)) != len(names):
+            raise RobotConfigError(f"joint names repeat across arms: {names}")
+        missing = [n for n in names if n not in self.limits]
+        if missing:
+            raise RobotConfigError(f"no limits for joints {missing}")
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(n for arm in self.arms for n in arm.names)
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+    def limit_arrays(self) -> dict[str, list[float]]:
+        """Per-joint limits as lists in joint order: lower, upper, velocity, acceleration, jerk."""
+        ordered = [self.limits[n] for n in self.joint_names]
+        return {k: [getattr(lim, k) for lim in ordered] for k in ("lower", "upper", "velocity", "acceleration", "jerk")}
+
+    def gripper_indices(self) -> tuple[int, ...]:
+        names = self.joint_names
+        return tuple(names.index(arm.gripper) for arm in self.arms)
+
+
+def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...] | None = None) -> Any:
+    if key not in table:
+        raise RobotConfigError(f"{where}: missing '{key}'")
+    value = table[key]
+    if kind is not None and not isinstance(value, kind):
+        raise RobotConfigError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _floats(values: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise RobotConfigError(f"{where}: expected a list of numbers")
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise RobotConfigError(f"{where}: expected a list of numbers, got {values!r}") from None
+
+
+def _limits(raw: Mapping[str, Any], arms: tuple[ArmConfig, ...], where: str) -> dict[str, JointLimits]:
+    """[limits.<key>] tables; key is a joint name, "jointN" (applies to that joint on every arm) or "gripper"."""
+    out: dict[str, JointLimits] = {}
+    for arm in arms:
+        for i, name in enumerate(arm.names):
+            generic = "gripper" if name == arm.gripper else f"joint{i + 1}"
+            table = raw.get(name) or raw.get(generic)
+            if table is None:
+                raise RobotConfigError(f"{where}: no [limits.{name}] or [limits.{generic}]")
+            try:
+                out[name] = JointLimits(**{k: float(table[k]) for k in
+                                           ("lower", "upper", "velocity", "acceleration", "jerk")})
+            except KeyError as exc:
+                raise RobotConfigError(f"{where}.{generic}: missing {exc}") from None
+            except RobotConfigError as exc:
+                raise RobotConfigError(f"{where}.{generic}: {exc}") from None
+    return out
+
+
+def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>") -> RobotConfig:
+    robot = _get(raw, "robot", source, dict)
+    arms_raw = _get(raw, "arm", source, list)
+    arms = []
+    for i, a in enumerate(arms_raw):
+        where = f"{source}: arm[{i}]"
+        limits = a.get("gripper_limits")
+        arms.append(ArmConfig(
+            name=str(_get(a, "name", where, str)),
+            joints=tuple(str(j) for j in _get(a, "joints", where, list)),
+            gripper=str(_get(a, "gripper", where, str)),
+            kp=_floats(_get(a, "kp", where), f"{where}.kp"),
+            kd=_floats(_get(a, "kd", where), f"{where}.kd"),
+            gripper_kp=float(_get(a, "gripper_kp", where)),
+            gripper_kd=float(_get(a, "gripper_kd", where)),
+            can_channel=str(a.get("can_channel", "")),
+            can_interface=str(a.get("can_interface", "socketcan")),
+            can_bitrate=int(a.get("can_bitrate", 1_000_000)),
+            motor_ids=tuple(int(m) for m in a.get("motor_ids", (1, 2, 3, 4, 5, 6, 7))),
+            motor_types=tuple(str(m) for m in a.get("motor_types", ArmConfig.motor_types)),
+            gripper_type=str(a.get("gripper_type", "linear_4310")),
+            gripper_limits=None if limits is None else (float(limits[0]), float(limits[1])),
+            watchdog_ms=float(a.get("watchdog_ms", 100.0)),
+        ))
+    arms_t = tuple(arms)
+    safety_raw = raw.get("safety", {})
+    try:
+        safety = SafetyConfig(**{k: float(v) for k, v in safety_raw.items()})
+    except TypeError as exc:
+        raise RobotConfigError(f"{source}: [safety]: {exc}") from None
+    return RobotConfig(
+        name=str(robot.get("name", "robot")),
+        servo_hz=float(robot.get("servo_hz", 200)),
+        arms=arms_t,
+        limits=_limits(_get(raw, "limits", source, dict), arms_t, f"{source}: [limits]"),
+        safety=safety,
+        source=source,
+    )
+
+
+def load_robot_config(path: str | Path) -> RobotConfig:
+    """Read a TOML robot config; a bare name (e.g. "bimanual_yam") means robot_client/configs/<name>.toml."""
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / f"{p.name}.toml"
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        known = sorted(f.stem for f in CONFIG_DIR.glob("*.toml"))
+        raise RobotConfigError(f"robot config {p} not found (bundled configs: {known})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RobotConfigError(f"{p}: not valid TOML ({exc})") from None
+    return parse_robot_config(raw, str(p))
