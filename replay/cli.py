@@ -201,7 +201,9 @@ COMMANDS: dict[str, Command] = {
         _run_stats,
     ),
     "doctor": Command(
-        "doctor", "check a dataset (and a checkpoint's normalization of it); exit 1 on errors", _doctor_arguments,
+        "doctor",
+        "check a dataset (and a checkpoint's normalization of it); exit 0 clean, 1 warnings, 2 errors",
+        _doctor_arguments,
         _run_doctor,
     ),
 }

@@ -2,8 +2,10 @@
 
 Why: every failure of the seed incident was visible in the data before the arm moved: actions never
 normalized, output left in model space, stats from elsewhere. The doctor runs every check it can (data-only
-checks always; normalization checks when --checkpoint is given) and prints one line per finding with its
-severity. It exits 1 when any finding is an error, 0 otherwise (2 when the dataset cannot be opened).
+checks always; normalization and state-bin checks when --checkpoint is given; the action reconstruction error
+when a policy is given with --server or --checkpoint --local-model) and prints one line per finding with its
+severity. Exit code: 0 clean (info only), 1 warnings but no error, 2 any error; a dataset that cannot be
+opened is an error (2, from the command line entry point).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from policy_server.normalization.checkpoint import read_policy_config
 from policy_server.normalization.errors import NormalizationError
 from policy_server.normalization.numeric import MODES
 from replay.dataset import Dataset
+from replay.doctor_arms import ArmResult, ArmThresholds, analyze_arms, arm_findings, arm_layout
+from replay.doctor_bins import BinCoverage, BinThresholds, bin_coverage, bin_findings
 from replay.doctor_checks import (
     CheckThresholds,
     LagResult,
@@ -38,9 +42,19 @@ from replay.doctor_checks import (
 from replay.doctor_findings import Finding, count
 from replay.doctor_norm import CheckpointRequest, NormSection, checkpoint_findings
 from replay.doctor_raw import load_episodes
+from replay.doctor_recon import ReconRequest, ReconResult, reconstruction
 from replay.stats_tool import parse_delta_mask
 
-EXIT_FINDINGS = 1
+EXIT_CLEAN = 0
+EXIT_WARNINGS = 1
+EXIT_ERRORS = 2
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """0 clean (info only), 1 warnings but no error, 2 any error."""
+    if count(findings, "error"):
+        return EXIT_ERRORS
+    return EXIT_WARNINGS if count(findings, "warning") else EXIT_CLEAN
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,9 @@ class DoctorOptions:
     asset_id: str | None = None
     plots: bool = True
     thresholds: CheckThresholds = field(default_factory=CheckThresholds)
+    arm_thresholds: ArmThresholds = field(default_factory=ArmThresholds)
+    bin_thresholds: BinThresholds = field(default_factory=BinThresholds)
+    recon: ReconRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +78,21 @@ class DoctorResult:
     report: Path | None
     plots: list[Path]
     norm: NormSection | None
+    arms: ArmResult | None = None
+    bins: BinCoverage | None = None
+    recon: ReconResult | None = None
 
     @property
     def errors(self) -> int:
         return count(self.findings, "error")
+
+    @property
+    def warnings(self) -> int:
+        return count(self.findings, "warning")
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.findings)
 
     def codes(self) -> set[str]:
         return {f.code for f in self.findings}
@@ -80,6 +108,9 @@ def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
     findings += ts_findings
     lag: LagResult | None = None
     norm: NormSection | None = None
+    arms: ArmResult | None = None
+    bins: BinCoverage | None = None
+    recon: ReconResult | None = None
     if episodes:
         states = np.concatenate([np.asarray(ep.states, dtype=np.float64) for ep in episodes])
         actions = np.concatenate([np.asarray(ep.actions, dtype=np.float64) for ep in episodes])
@@ -100,6 +131,10 @@ def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
             mask = None
         findings += delta_mask_findings(evidence, info.action_names, mask, mask_source)
         findings += check_normalized_looking_actions(states, actions, info.action_names, state_index, evidence)
+        layout = arm_layout(info.state_names, info.action_names)
+        if layout is not None:
+            arms = analyze_arms(episodes, layout, states, actions, options.arm_thresholds)
+            findings += arm_findings(arms, options.arm_thresholds)
         if len(episodes) == len(ds.episode_indices()) and info.num_episodes == len(episodes):
             aggregated = any("aggregated" in note for note in info.notes)
             findings += check_stored_stats(info.stats, states, actions, info.state_names, info.action_names, th,
@@ -109,6 +144,14 @@ def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
                                         options.asset_id)
             ck_findings, norm = checkpoint_findings(info, episodes, request)
             findings += ck_findings
+            if norm is not None:
+                bins = bin_coverage(norm.pipeline, states)
+                if bins is not None:
+                    reported = {f.where for f in ck_findings if f.code == "state_out_of_bin_range"}
+                    findings += bin_findings(bins, options.bin_thresholds, reported)
+        if options.recon is not None:
+            recon_findings, recon = reconstruction(ds, episodes, options.recon)
+            findings += recon_findings
     else:
         findings.append(Finding("error", "no_episodes", str(info.path), "no episode could be read"))
     report: Path | None = None
@@ -119,11 +162,11 @@ def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
 
         options.out.mkdir(parents=True, exist_ok=True)
         inputs = ReportInputs(info, episodes, findings, lag, dts, norm,
-                              str(options.checkpoint) if options.checkpoint else None)
+                              str(options.checkpoint) if options.checkpoint else None, arms, bins, recon)
         if options.plots:
             plots = write_plots(inputs, options.out, state_index)
         report = write_markdown(inputs, options.out, plots)
-    return DoctorResult(findings, report, plots, norm)
+    return DoctorResult(findings, report, plots, norm, arms, bins, recon)
 
 
 def _config_mask(checkpoint: Path) -> tuple[bool, ...] | None:
@@ -150,6 +193,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--lag-warn", type=int, default=CheckThresholds.lag_warn_frames,
                         help="flag an action-to-state lag of at least this many frames")
+    recon = parser.add_argument_group("action reconstruction error (a policy's chunks vs the dataset's actions)")
+    recon.add_argument("--server", default=None, metavar="HOST:PORT",
+                       help="ask the policy server at HOST:PORT for a chunk at each sampled frame")
+    recon.add_argument("--local-model", action="store_true",
+                       help="load the --checkpoint as a Pi0.5 policy in this process and ask it instead")
+    recon.add_argument("--device", default="cpu", help="--local-model device (cpu, cuda, cuda:N)")
+    recon.add_argument("--stride", type=_positive, default=ReconRequest.stride,
+                       help="sample every K-th frame of each episode")
+    recon.add_argument("--max-frames", type=_positive, default=ReconRequest.max_frames,
+                       help="at most N sampled frames, evenly spread over the dataset")
+    recon.add_argument("--recon-warn", type=float, default=ReconRequest.warn_first_l1,
+                       help="warn when a joint's mean first-action error exceeds this (raw units: rad, gripper 0..1)")
+    recon.add_argument("--noise-seed", type=int, default=ReconRequest.noise_seed,
+                       help="flow-sampling noise seed sent with every request (reproducible errors)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _recon_request(args: argparse.Namespace) -> ReconRequest | None:
+    """The reconstruction request the options describe (problems with them become findings later)."""
+    if args.server is None and not args.local_model:
+        return None
+    return ReconRequest(server=args.server, local_model=args.local_model, checkpoint=args.checkpoint,
+                        device=args.device, stride=args.stride, max_frames=args.max_frames,
+                        warn_first_l1=args.recon_warn, noise_seed=args.noise_seed)
 
 
 def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
@@ -162,6 +235,7 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
         asset_id=args.asset_id,
         plots=not args.no_plots,
         thresholds=CheckThresholds(lag_warn_frames=args.lag_warn),
+        recon=_recon_request(args),
     )
     result = run_doctor(ds, options)
     for finding in result.findings:
@@ -170,4 +244,4 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
     tail = f"; report {result.report}" if result.report else ""
     out.write(f"doctor: {count(f, 'error')} error(s), {count(f, 'warning')} warning(s), "
               f"{count(f, 'info')} info{tail}\n")
-    return EXIT_FINDINGS if result.errors else 0
+    return exit_code(f)

@@ -304,6 +304,11 @@ def estimate_lags(episodes: Sequence[DoctorEpisode], action_names: Sequence[str]
     return LagResult(lags, peaks, curves, k_max)
 
 
+def lag_ms(frames: float, fps: float) -> float:
+    """A lag in frames as milliseconds at the dataset's frame rate (what a servo or camera delay is quoted in)."""
+    return frames / fps * 1e3
+
+
 def lag_findings(result: LagResult, fps: float, th: CheckThresholds) -> list[Finding]:
     out: list[Finding] = []
     for name, lag in result.lags.items():
@@ -313,16 +318,17 @@ def lag_findings(result: LagResult, fps: float, th: CheckThresholds) -> list[Fin
             lead = "trails" if lag > 0 else "leads"
             out.append(Finding(
                 "warning", "action_state_lag", f"action {name}",
-                f"lag of {abs(lag)} frames ({abs(lag) / fps * 1e3:.0f} ms at {fps:g} fps): the state {lead} the "
+                f"lag of {abs(lag)} frames ({lag_ms(abs(lag), fps):.0f} ms at {fps:g} fps): the state {lead} the "
                 f"action (peak correlation {result.peaks[name]:.2f}); threshold {th.lag_warn_frames} frames; "
                 f"actions may be misaligned with observations",
             ))
     if result.lags:
         values = [v for k, v in result.lags.items() if result.peaks[k] >= 0.3]
         if values:
+            median = float(np.median(values))
             out.append(Finding("info", "action_state_lag_summary", "dataset",
-                               f"median action-to-state lag {float(np.median(values)):.0f} frame(s) over "
-                               f"{len(values)} joint(s)"))
+                               f"median action-to-state lag {median:.0f} frame(s) ({lag_ms(median, fps):.0f} ms at "
+                               f"{fps:g} fps) over {len(values)} joint(s)"))
     return out
 
 

@@ -2,7 +2,7 @@
 
 Why files: a dataset problem is argued about by people who did not run the command; the report carries the
 findings with the numbers, and the plots show what the numbers mean (state vs action per joint, lag curves,
-normalized ranges against [-1, 1], frame intervals).
+normalized ranges against [-1, 1], frame intervals, state bin coverage, reconstruction error).
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.dataset import DatasetInfo
-from replay.doctor_checks import LagResult
+from replay.doctor_arms import ArmResult
+from replay.doctor_bins import BinCoverage
+from replay.doctor_checks import LagResult, lag_ms
 from replay.doctor_findings import SEVERITIES, Finding, count
 from replay.doctor_norm import NormSection
+from replay.doctor_plots import plot_bins, plot_recon
 from replay.doctor_raw import DoctorEpisode
+from replay.doctor_recon import ReconResult
+from replay.doctor_sections import arms_section, bins_section, recon_section, stats_section
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class ReportInputs:
     dts: dict[int, npt.NDArray[np.float64]]
     norm: NormSection | None
     checkpoint: str | None
+    arms: ArmResult | None = None
+    bins: BinCoverage | None = None
+    recon: ReconResult | None = None
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -132,6 +140,10 @@ def write_plots(inputs: ReportInputs, out: Path, state_index: Sequence[int]) -> 
         made.append(plot_normalized(inputs.norm, plots / "normalized_ranges.png"))
     if inputs.dts:
         made.append(plot_intervals(inputs.dts, inputs.info.fps, plots / "frame_intervals.png"))
+    if inputs.bins is not None:
+        made.append(plot_bins(inputs.bins, plots / "state_bins.png"))
+    if inputs.recon is not None:
+        made.append(plot_recon(inputs.recon, plots / "reconstruction_error.png"))
     return made
 
 
@@ -171,9 +183,14 @@ def write_markdown(inputs: ReportInputs, out: Path, plots: Sequence[Path]) -> Pa
                              f"{m.n_hi:+.3f} | {m.n_mean:+.3f} | {m.n_std:.3f} | {m.frac_outside:.1%} |")
         lines.append("")
     if inputs.lag is not None and inputs.lag.lags:
-        lines += ["## Action-to-state lag", "", "| joint | lag (frames) | peak correlation |", "|---|---|---|"]
-        lines += [f"| {k} | {v:+d} | {inputs.lag.peaks[k]:.2f} |" for k, v in inputs.lag.lags.items()]
+        lines += ["## Action-to-state lag", "", f"Estimated by cross-correlation at {info.fps:g} fps; positive: the "
+                  "state trails the action.", "", "| joint | lag (frames) | lag (ms) | peak correlation |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {v:+d} | {lag_ms(v, info.fps):+.0f} | {inputs.lag.peaks[k]:.2f} |"
+                  for k, v in inputs.lag.lags.items()]
         lines.append("")
+    lines += arms_section(inputs.arms) + bins_section(inputs.bins) + recon_section(inputs.recon)
+    lines += stats_section(inputs.episodes, info.state_names, info.action_names)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]

@@ -52,7 +52,7 @@ def test_data_never_normalized(tmp_path: Path) -> None:
     identity = feature(mean=zeros, std=ones, q01=-ones, q99=ones)
     ckpt = openpi_checkpoint(tmp_path / "ckpt", identity, identity, policy_config())
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "never_normalized")
     assert any("data never normalized" in line and "left_joint2" in line for line in lines), out
 
@@ -68,7 +68,7 @@ def test_stats_from_another_dataset(tmp_path: Path) -> None:
     stats = computed_stats(other_ds)
     ckpt = openpi_checkpoint(tmp_path / "ckpt", stats.feature("state"), stats.feature("actions"), policy_config())
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "stats_mismatch")
     assert any("stats from another dataset" in line and "left_joint1" in line for line in lines), out
 
@@ -84,7 +84,7 @@ def test_output_denormalization_skipped(tmp_path: Path) -> None:
     ds = write_lerobot(tmp_path / "ds", broken)
     ckpt = openpi_checkpoint(tmp_path / "ckpt", stats.feature("state"), act, policy_config())
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "output_denormalization_skipped")
     assert any("output denormalization skipped" in line and "right_joint3" in line for line in lines), out
     assert not _lines(out, "double_normalization")
@@ -101,7 +101,7 @@ def test_double_normalization(tmp_path: Path) -> None:
     ds = write_lerobot(tmp_path / "ds", normalized)
     ckpt = openpi_checkpoint(tmp_path / "ckpt", st, act, policy_config())
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "double_normalization")
     assert any("double normalization" in line and "state[1] (left_joint2)" in line for line in lines), out
 
@@ -121,7 +121,7 @@ def test_lerobot_checkpoint_dir(tmp_path: Path) -> None:
         s[:, 1] += 0.6
     rc, out = run_cli("doctor", "--dataset", str(write_lerobot(tmp_path / "ds2", shifted)), "--checkpoint",
                       str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     assert any("state[1] (left_joint2)" in line for line in _lines(out, "stats_mismatch")), out
 
 
@@ -135,7 +135,7 @@ def test_quantile_stats_used_as_zscore(tmp_path: Path) -> None:
         fake.append(feature(mean=(f.q01 + f.q99) / 2, std=(f.q99 - f.q01) / 2, q01=f.q01, q99=f.q99))
     ckpt = openpi_checkpoint(tmp_path / "ckpt", fake[0], fake[1], policy_config(mode="zscore"))
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "quantile_stats_as_zscore")
     assert any("quantile stats used as z-score" in line and "left_joint" in line for line in lines), out
 
@@ -149,7 +149,7 @@ def test_zscore_stats_used_as_quantile(tmp_path: Path) -> None:
         fake.append(feature(mean=f.mean, std=f.std, q01=f.mean - f.std, q99=f.mean + f.std))
     ckpt = openpi_checkpoint(tmp_path / "ckpt", fake[0], fake[1], policy_config(mode="quantile"))
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     assert any("z-score stats used as quantile" in line for line in _lines(out, "zscore_stats_as_quantile")), out
 
 
@@ -162,7 +162,7 @@ def test_degenerate_dim(tmp_path: Path) -> None:
     ds = write_lerobot(tmp_path / "ds", eps)
     ckpt = _own_stats_checkpoint(tmp_path, ds)
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "degenerate_dim")
     assert any(line.startswith("WARNING") and "action left_gripper" in line and "never moves" in line
                for line in lines), out
@@ -181,7 +181,7 @@ def test_state_out_of_bin_range(tmp_path: Path) -> None:
     narrow = feature(mean=st.mean, std=st.std, q01=q01, q99=q99)
     ckpt = openpi_checkpoint(tmp_path / "ckpt", narrow, stats.feature("actions"), policy_config())
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 0, out  # a warning, not an error
+    assert rc == 1, out  # a warning, not an error
     lines = _lines(out, "state_out_of_bin_range")
     assert any("state out of bin range" in line and "left_joint3" in line for line in lines), out
 
@@ -193,7 +193,7 @@ def test_delta_mask_wrong_against_checkpoint_stats(tmp_path: Path) -> None:
     ckpt = openpi_checkpoint(tmp_path / "ckpt", stats.feature("state"), stats.feature("actions"),
                              policy_config(mask=(False,) * 14, horizon=10))
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "delta_mask_wrong")
     assert any("delta mask wrong" in line and "left_joint2" in line and "says left_joint2 is absolute" in line
                for line in lines), out
@@ -206,7 +206,7 @@ def test_delta_mask_wrong_for_actions_stored_as_deltas(tmp_path: Path) -> None:
         a[:, 7:13] -= s[:, 7:13]
     ds = write_lerobot(tmp_path / "ds", eps)
     rc, out = run_cli("doctor", "--dataset", str(ds), "--delta-mask", "6,-1,6,-1", "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "delta_mask_wrong")
     assert any("subtracted twice" in line and "right_joint2" in line for line in lines), out
 
@@ -217,7 +217,7 @@ def test_delta_mask_wrong_for_actions_stored_as_deltas(tmp_path: Path) -> None:
 def test_lag_of_five_frames(tmp_path: Path) -> None:
     ds = write_lerobot(tmp_path / "ds", yam_episodes(lag=5))
     rc, out = run_cli("doctor", "--dataset", str(ds), "--no-plots")
-    assert rc == 0, out  # a warning
+    assert rc == 1, out  # a warning only
     lines = _lines(out, "action_state_lag")
     assert any("lag of 5 frames" in line and "left_joint2" in line for line in lines), out
 
@@ -227,7 +227,7 @@ def test_action_outlier_of_50_rad(tmp_path: Path) -> None:
     eps.actions[1][40, 2] = 50.0
     ds = write_lerobot(tmp_path / "ds", eps)
     rc, out = run_cli("doctor", "--dataset", str(ds), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "action_outside_joint_limits")
     assert any("episode 1 frame 40" in line and "left_joint3 = 50" in line for line in lines), out
 
@@ -239,7 +239,7 @@ def test_nan_in_a_frame(tmp_path: Path) -> None:
     path = write_dp_zarr(tmp_path / "ds.zarr", [{"state": s, "action": a} for s, a in
                                                 zip(eps.states, eps.actions, strict=True)])
     rc, out = run_cli("doctor", "--dataset", str(path), "--fps", "30", "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "non_finite")
     assert any("episode 2 frame 17 state state_5" in line and "nan" in line for line in lines), out
 
@@ -257,7 +257,7 @@ def test_non_monotonic_timestamps(tmp_path: Path) -> None:
                              pa.array(ts, type=pa.float32()))
     pq.write_table(table, files[0])
     rc, out = run_cli("doctor", "--dataset", str(ds), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     lines = _lines(out, "timestamps_non_monotonic")
     assert any("episode 1 frame 30" in line for line in lines), out
 
@@ -272,7 +272,7 @@ def test_report_plots_and_json_are_written(tmp_path: Path) -> None:
     ckpt = _own_stats_checkpoint(tmp_path, ds)
     out_dir = tmp_path / "report"
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--out", str(out_dir))
-    assert rc == 1
+    assert rc == 2
     report = (out_dir / "report.md").read_text()
     assert "action_outside_joint_limits" in report and "## Normalization" in report
     pngs = sorted(p.name for p in (out_dir / "plots").glob("*.png"))
@@ -289,14 +289,14 @@ def test_exit_codes(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert run_cli("doctor", "--dataset", str(tmp_path / "empty"))[0] == 2
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(tmp_path / "missing"), "--no-plots")
-    assert rc == 1 and "checkpoint_unusable" in out
+    assert rc == 2 and "checkpoint_unusable" in out
 
 
 def test_checkpoint_without_mode_is_an_error_saying_where_to_set_it(tmp_path: Path) -> None:
     ds = write_lerobot(tmp_path / "ds", yam_episodes(num=3))
     ckpt = _own_stats_checkpoint(tmp_path, ds, policy_config(mode=None))
     rc, out = run_cli("doctor", "--dataset", str(ds), "--checkpoint", str(ckpt), "--no-plots")
-    assert rc == 1
+    assert rc == 2
     assert any('set "mode"' in line and "policy_config.json" in line for line in _lines(out, "checkpoint_unusable"))
 
 
