@@ -125,12 +125,25 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class CameraEntry:
+    """A real camera of the rig ([[camera]] in the config): device index/path or serial, requested format."""
+
+    name: str
+    device: int | str | None = None
+    serial: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     name: str
     servo_hz: float
     arms: tuple[ArmConfig, ...]
     limits: Mapping[str, JointLimits]  # by joint name
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    cameras: tuple[CameraEntry, ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -230,12 +243,23 @@ def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>") -> RobotC
         safety = SafetyConfig(**{k: float(v) for k, v in safety_raw.items()})
     except TypeError as exc:
         raise RobotConfigError(f"{source}: [safety]: {exc}") from None
+    cameras = []
+    for i, c in enumerate(raw.get("camera", [])):
+        where = f"{source}: camera[{i}]"
+        unknown = sorted(set(c) - {"name", "device", "serial", "width", "height", "fps"})
+        if unknown:
+            raise RobotConfigError(f"{where}: unknown keys {unknown}")
+        cameras.append(CameraEntry(
+            name=str(_get(c, "name", where, str)), device=c.get("device"), serial=c.get("serial"),
+            width=c.get("width"), height=c.get("height"), fps=c.get("fps"),
+        ))
     return RobotConfig(
         name=str(robot.get("name", "robot")),
         servo_hz=float(robot.get("servo_hz", 200)),
         arms=arms_t,
         limits=_limits(_get(raw, "limits", source, dict), arms_t, f"{source}: [limits]"),
         safety=safety,
+        cameras=tuple(cameras),
         source=source,
     )
 

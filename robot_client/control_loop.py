@@ -54,7 +54,8 @@ class WallClock:
 
 @dataclass
 class LoopTiming:
-    """Tick periods (s) and overruns (ticks that started more than half a period late)."""
+    """Tick periods (s, on the loop's clock) and overruns (ticks that started more than half a period late);
+    `work` is the wall time spent inside each tick (reading, servo step, command)."""
 
     periods: list[float] = field(default_factory=list)
     work: list[float] = field(default_factory=list)
@@ -136,6 +137,7 @@ class ServoLoop:
         assert self._next_tick is not None, "call start() first"
         self.clock.sleep_until(self._next_tick)
         t0 = self.clock.now()
+        work_start = time.perf_counter()
         if self._last_start is not None:
             period = t0 - self._last_start
             self.timing.periods.append(period)
@@ -160,7 +162,7 @@ class ServoLoop:
                 self.servo.stop()
                 self.holding = True
                 self.events.holds += 1
-                why = "no chunk yet" if target is None else f"no fresh actions for {exhausted_since(t0):.3f} s"
+                why = "no target" if target is None else f"no fresh actions for {exhausted_since(t0):.3f} s"
                 self.events.add(t0, f"hold: {why} (deadline {self.deadline_s:.3f} s)")
         elif self.holding:
             self.servo.resume()
@@ -177,7 +179,7 @@ class ServoLoop:
             self.events.add(t0, f"output clamped at position limits: {step.output_clamped}")
         if not self.dry_run:
             self.robot.command(step.position)
-        self.timing.work.append(self.clock.now() - t0)
+        self.timing.work.append(time.perf_counter() - work_start)
         self._next_tick += self.period
         record = TickRecord(t0, state, target, step, self.holding)
         if self.on_tick is not None:

@@ -83,8 +83,13 @@ def finite_differences(positions: F64, dt: float) -> tuple[F64, F64, F64]:
     return v, a, j
 
 
-def peak_jerk_near(positions: F64, ticks: list[int], dt: float, window: int = 10) -> float:
-    """Largest |jerk| (any joint) within `window` ticks after each chunk switch."""
+def switch_jerk_peaks(positions: F64, ticks: list[int], dt: float, jerk_limit: F64, window: int = 10) -> F64:
+    """Per chunk switch, the largest |jerk| / limit over joints within `window` ticks of the switch."""
     _, _, j = finite_differences(positions, dt)
-    peaks = [np.max(np.abs(j[max(0, t - 3): t + window])) for t in ticks if t + 3 < len(j)]
-    return float(max(peaks)) if peaks else 0.0
+    ratios = np.abs(j) / jerk_limit
+    return np.asarray([np.max(ratios[max(0, t - 3): t + window]) for t in ticks if t + 3 < len(j)])
+
+
+def switch_target_jumps(targets: F64, ticks: list[int]) -> F64:
+    """Per chunk switch, the largest jump of the target (any joint) across the switch tick, robot units."""
+    return np.asarray([np.max(np.abs(targets[t] - targets[t - 1])) for t in ticks if 0 < t < len(targets)])

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
-import numpy as np
-from openpi_client import base_policy, image_tools
+from openpi_client import base_policy
 
 from protos import policy_pb2 as pb
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import WireError
 from protos.dicts import collect_images, request_from_dict, response_to_dict
 from protos.malloc_tuning import tune_malloc_for_large_messages
+from robot_client.cameras.image_ops import fit_image
 
 log = logging.getLogger(__name__)
 ERROR_FIELD_KEY = "x-error-field"
@@ -238,12 +238,7 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
         resized = {}
         for name, rgb in images.items():
             target = sizes.get(name)
-            if target is None or rgb.shape[:2] == target or method == "none":
-                resized[name] = rgb
-            elif method == "center_crop":
-                resized[name] = _center_crop_resize(rgb, *target)
-            else:
-                resized[name] = image_tools.resize_with_pad(rgb, target[0], target[1])
+            resized[name] = rgb if target is None else fit_image(rgb, target[0], target[1], method)
         out["images"] = resized
         return out
 
@@ -337,16 +332,3 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _center_crop_resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Crop the largest centred region with the target aspect ratio, then resize (no black bars)."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = min(h / height, w / width)
-    ch, cw = int(round(height * scale)), int(round(width * scale))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    crop = rgb[y0 : y0 + ch, x0 : x0 + cw]
-    return np.asarray(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
-

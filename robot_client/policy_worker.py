@@ -44,6 +44,7 @@ class ChunkRecord:
     actions: npt.NDArray[np.float64]
     step_index: int
     response: Mapping[str, Any]
+    images: Mapping[str, npt.NDArray[np.uint8]]
 
 
 @dataclass
@@ -127,7 +128,7 @@ class PolicyWorker:
         self.stats.delays.append(chunk.delay)
         if self.on_chunk is not None:
             self.on_chunk(ChunkRecord(obs_time, chunk.sent_time, chunk.received_time, state.positions.copy(),
-                                      actions, int(obs["step_index"]), response))
+                                      actions, int(obs["step_index"]), response, obs["images"]))
         return chunk
 
     def _fail(self, message: str) -> None:

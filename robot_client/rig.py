@@ -1,0 +1,108 @@
+"""A rig: the robot, its clock and its cameras, built from the robot config for `--robot sim|yam`.
+
+The servo loop and the policy worker see only this; whether joints are Damiao motors on CAN or MuJoCo bodies,
+and whether frames come from USB cameras or the offscreen renderer, is decided here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_client.config import RobotConfig
+from robot_client.control_loop import Clock, WallClock
+from robot_client.robot import Robot
+
+log = logging.getLogger(__name__)
+Frames = Mapping[str, tuple[npt.NDArray[np.uint8], float]]
+
+
+class RigError(RuntimeError):
+    """The rig cannot provide what the policy needs (a camera, a joint); the message names it."""
+
+
+@dataclass
+class Rig:
+    robot: Robot
+    clock: Clock
+    capture_images: Callable[[], Frames]
+    camera_names: tuple[str, ...]
+    # Prepare episode `i` (sim: reset the scene with a seed; real arm: nothing, the operator sets up).
+    reset_episode: Callable[[int], None] = lambda i: None
+    # Task-specific success check for an episode (sim only); None = unknown.
+    success: Callable[[], bool | None] = lambda: None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception as exc:  # closing must not mask the error that ended the run
+                log.warning("error while closing the rig: %s", exc)
+        self._closers.clear()
+
+
+def build_sim_rig(config: RobotConfig, cameras: Sequence[str], *, seed: int = 0, pace: float | None = 1.0,
+                  image_size: tuple[int, int] = (240, 320)) -> Rig:
+    from robot_client.sim.camera_service import SimCameraService
+    from robot_client.sim.clock import SimClock
+    from robot_client.sim.robot import SimConfig, SimRobot
+
+    robot = SimRobot(config, SimConfig(seed=seed))
+    robot.connect()
+    known = ("top", "left_wrist", "right_wrist")
+    missing = [c for c in cameras if c not in known]
+    if missing:
+        robot.close()
+        raise RigError(f"the simulated rig has cameras {list(known)}; the policy wants {missing}")
+    service = SimCameraService(robot.world, cameras, *image_size)
+
+    def reset(i: int) -> None:
+        robot.reset(seed=seed + i)
+
+    rig = Rig(robot=robot, clock=SimClock(robot, pace), capture_images=service.capture,
+              camera_names=tuple(cameras), reset_episode=reset)
+    rig._closers += [robot.close, service.close]
+    return rig
+
+
+def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
+    """Real arms over CAN and the config's OpenCV cameras (every camera the policy needs must be configured)."""
+    from robot_client.cameras import CameraConfig, CameraRig, OpenCVCamera
+    from robot_client.yam.driver import YamRobot
+
+    entries = {c.name: c for c in config.cameras}
+    missing = [c for c in cameras if c not in entries]
+    if missing:
+        raise RigError(f"the policy needs cameras {missing}; add [[camera]] tables for them to {config.source}")
+    robot = YamRobot(config)
+    rig_cameras = CameraRig([
+        OpenCVCamera(CameraConfig(name=e.name, device=e.device, serial=e.serial, width=e.width, height=e.height,
+                                  fps=e.fps))
+        for e in (entries[c] for c in cameras)
+    ])
+    robot.connect()
+    rig_cameras.start()
+
+    def capture() -> Frames:
+        frames = rig_cameras.read()
+        return {name: (frame.rgb, frame.capture_timestamp) for name, frame in frames.frames.items()}
+
+    rig = Rig(robot=robot, clock=WallClock(), capture_images=capture, camera_names=tuple(rig_cameras.names))
+    rig._closers += [robot.close, rig_cameras.stop]
+    return rig
+
+
+def check_names(robot_names: Sequence[str], policy_names: Sequence[str], what: str) -> None:
+    """The policy's joint order must be the robot's, by name: a silent reorder sends joint3's action to joint4."""
+    if tuple(robot_names) == tuple(policy_names):
+        return
+    missing = [n for n in policy_names if n not in robot_names]
+    extra = [n for n in robot_names if n not in policy_names]
+    detail = f"policy {what} names missing on the robot: {missing}; robot joints the policy lacks: {extra}" \
+        if missing or extra else f"same names, different order: policy {list(policy_names)}, robot {list(robot_names)}"
+    raise RigError(f"{what} names do not match the robot config: {detail}")

@@ -1,0 +1,153 @@
+"""`python -m robot_client run`: drive the sim or the real arms with a served policy.
+
+    python -m robot_client run --server 127.0.0.1:50051 --robot sim --config bimanual_yam \
+        [--chunking async|sync|ensemble|rtc] [--dry-run] [--record OUT.zarr] [--episodes N] [--prompt TEXT]
+
+Before anything moves: the policy's joint and camera names are checked against the robot config, the first
+action is checked against the measured state, and (real arms) `--robot yam` requires `--i-understand-this-moves-
+the-arm` unless `--dry-run`. A status line is printed once a second; e-stop with `kill -USR1 <pid>` or by typing
+'e' + Enter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from protos import policy_pb2 as pb
+from replay.recording_layout import RecordingSpec
+from replay.recording_writer import RecordingWriter
+from robot_client.chunking import MODES, ChunkingConfig
+from robot_client.config import RobotConfig, load_robot_config
+from robot_client.control_loop import TickRecord
+from robot_client.policy_client import GrpcPolicy, GrpcPolicyConfig
+from robot_client.policy_worker import ChunkRecord
+from robot_client.rig import Rig, build_sim_rig, build_yam_rig, check_names
+from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
+from robot_client.safety import EStop
+
+log = logging.getLogger("robot_client")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="policy server HOST:PORT")
+    parser.add_argument("--robot", choices=["sim", "yam"], default="sim")
+    parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
+    parser.add_argument("--chunking", choices=MODES, default="async")
+    parser.add_argument("--refill", type=int, default=None, help="async/rtc: query when this many actions remain")
+    parser.add_argument("--blend", type=int, default=4, help="async: actions blended from old into new chunk")
+    parser.add_argument("--execute", type=int, default=0, help="sync: actions executed per chunk (0 = all)")
+    parser.add_argument("--episodes", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=20.0, help="episode length")
+    parser.add_argument("--prompt", default="", help="task instruction sent with every observation")
+    parser.add_argument("--dry-run", action="store_true", help="compute commands but never send them")
+    parser.add_argument("--allow-far-start", action="store_true",
+                        help="ramp slowly to a first action beyond the safety threshold instead of refusing")
+    parser.add_argument("--record", type=Path, help="record observations and chunks to this zarr store")
+    parser.add_argument("--seed", type=int, default=0, help="sim: scene seed of episode 0")
+    parser.add_argument("--pace", type=float, default=1.0, help="sim: simulated seconds per wall second")
+    parser.add_argument("--token-file", type=Path, help="bearer token for the policy server")
+    parser.add_argument("--tls-root-cert", type=Path, help="CA certificate of a TLS policy server")
+    parser.add_argument("--i-understand-this-moves-the-arm", dest="confirmed", action="store_true",
+                        help="required to command real arms (--robot yam) without --dry-run")
+
+
+class StatusLine:
+    """Prints one line a second: time, chunks, delay, holds, tracking error."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.chunks = 0
+        self.delays: list[float] = []
+        self.holding = False
+        self.error = 0.0
+
+    def on_chunk(self, record: ChunkRecord) -> None:
+        self.chunks += 1
+        self.delays.append(record.received_time - record.obs_time)
+
+    def on_tick(self, record: TickRecord) -> None:
+        self.holding = record.holding
+        self.error = float(np.max(np.abs(record.command.position - record.state.positions)))
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            delay = f"{1e3 * float(np.median(self.delays[-20:])):.0f} ms" if self.delays else "-"
+            print(f"\r t={record.time:8.2f}  chunks {self.chunks:4d}  delay {delay:>7}  "
+                  f"{'HOLD' if self.holding else 'run '}  tracking {self.error:.3f}", end="", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.robot == "yam" and not (args.dry_run or args.confirmed):
+        print("refusing to move real arms: run once with --dry-run, then add --i-understand-this-moves-the-arm",
+              file=sys.stderr)
+        return 2
+    config = load_robot_config(args.config)
+    token = args.token_file.read_text().strip() if args.token_file else None
+    policy = GrpcPolicy(GrpcPolicyConfig(target=args.server, streaming=True, token=token,
+                                         tls_root_cert=args.tls_root_cert))
+    md = policy.metadata
+    check_names(config.joint_names, md.state_names, "state")
+    check_names(config.joint_names, md.action_names, "action")
+    cameras = [c.name for c in md.cameras]
+    rig: Rig
+    if args.robot == "sim":
+        rig = build_sim_rig(config, cameras, seed=args.seed, pace=args.pace)
+    else:
+        rig = build_yam_rig(config, cameras)
+    chunking = ChunkingConfig(mode=args.chunking, fps=md.control_fps, execute_steps=args.execute,
+                              refill_threshold=args.refill if args.refill is not None else md.action_horizon // 2,
+                              blend_steps=args.blend)
+    options = EpisodeOptions(chunking=chunking, duration_s=args.seconds, prompt=args.prompt,
+                             dry_run=args.dry_run, allow_far_start=args.allow_far_start)
+    estop = EStop()
+    if threading.current_thread() is threading.main_thread():
+        estop.install_signal()
+    estop.watch_keyboard()
+    recorder = _recorder(args.record, config, md, rig) if args.record else None
+    reports: list[EpisodeReport] = []
+    try:
+        rig.robot.enable()
+        for i in range(args.episodes):
+            rig.reset_episode(i)
+            status = StatusLine()
+            if recorder is not None:
+                recorder.start_episode(args.prompt)
+
+            def on_chunk(record: ChunkRecord, status: StatusLine = status) -> None:
+                status.on_chunk(record)
+                if recorder is not None:
+                    recorder.append(record.obs_time, record.state, record.actions[0], record.images,
+                                    extras={"chunk": record.actions.astype(np.float32),
+                                            "delay_s": np.float64(record.received_time - record.obs_time)})
+
+            report = run_episode(rig, policy, options, i, estop=estop, on_chunk=on_chunk, on_tick=status.on_tick)
+            if recorder is not None:
+                recorder.end_episode()
+            print()
+            print(report.summary())
+            reports.append(report)
+            if estop.active:
+                break
+    finally:
+        if recorder is not None:
+            recorder.close()
+        rig.close()
+        policy.close()
+    return 0 if reports and not estop.active else 1
+
+
+def _recorder(path: Path, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> RecordingWriter:
+    frames = rig.capture_images()
+    spec = RecordingSpec(fps=float(md.control_fps), state_names=tuple(md.state_names),
+                         action_names=tuple(md.action_names),
+                         cameras={n: (int(rgb.shape[0]), int(rgb.shape[1])) for n, (rgb, _) in frames.items()},
+                         robot_type=config.name)
+    return RecordingWriter(path, spec)
