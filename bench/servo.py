@@ -83,7 +83,7 @@ def timing(seconds: float, robot_kind: str) -> None:
     from robot_client.servo import JerkLimitedServo
 
     config = load_robot_config("bimanual_yam")
-    robot = make_robot(robot_kind, config)
+    robot, config, cleanup = make_robot(robot_kind, config)
     limits = ServoLimits.from_config(config)
     servo = JerkLimitedServo(limits, 1.0 / config.servo_hz)
     with robot:
@@ -101,17 +101,35 @@ def timing(seconds: float, robot_kind: str) -> None:
         end = t0 + seconds
         while time.monotonic() < end:
             loop.tick(target, lambda t: 0.0)
+    cleanup()
     nominal = 1.0 / config.servo_hz
     print(f"{robot_kind} robot, {config.servo_hz:g} Hz for {seconds:.0f} s: {loop.timing.summary(nominal)}")
     err = np.abs(np.asarray(loop.timing.periods) - nominal)
     print(f"goal p99 |period error| <= 1 ms: {'met' if np.percentile(err, 99) <= 1e-3 else 'NOT met'}")
 
 
-def make_robot(kind: str, config: Any) -> Any:
+def make_robot(kind: str, config: Any) -> tuple[Any, Any, Any]:
+    """(robot, config, cleanup). sim: MuJoCo stepped inside each tick (one servo period of physics);
+    emulator: the real CAN driver talking to emulated Damiao motors on python-can virtual buses."""
     if kind == "sim":
         from robot_client.sim.robot import SimRobot
 
-        return SimRobot(config, realtime=True)
+        return SimRobot(config), config, lambda: None
+    if kind == "emulator":
+        from dataclasses import replace
+
+        from robot_client.yam.driver import YamRobot
+        from robot_client.yam.emulator import MotorEmulator
+
+        arms = tuple(replace(a, can_interface="virtual", can_channel=f"bench-{a.name}", gripper_limits=(0.0, -6.57))
+                     for a in config.arms)
+        config = replace(config, arms=arms)
+        home = {"joint2": 1.0, "joint3": 1.0}
+        emulators = [MotorEmulator.for_arm(a, positions={n: home.get(n.split("_", 1)[1], 0.0) for n in a.names})
+                     for a in arms]
+        for emu in emulators:
+            emu.start()
+        return YamRobot(config), config, lambda: [e.stop() for e in emulators]
     raise SystemExit(f"unknown robot kind {kind}")
 
 
@@ -120,7 +138,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("timing")
     p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--robot", default="sim", choices=["sim"])
+    p.add_argument("--robot", default="sim", choices=["sim", "emulator"])
     p = sub.add_parser("smoothness")
     p.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

@@ -78,6 +78,8 @@ class TickRecord:
     target: F64 | None
     command: ServoStep
     holding: bool
+    # Seconds since the last scheduled action passed (how late the policy is); inf before the first chunk.
+    exhausted_s: float = 0.0
 
 
 @dataclass
@@ -151,7 +153,8 @@ class ServoLoop:
             raise
         self.latest_state = state
         target = target_source(t0)
-        late = exhausted_since(t0) > self.deadline_s
+        exhausted = exhausted_since(t0)
+        late = exhausted > self.deadline_s
         if self.estop.active:
             if not self.servo.stopping:
                 self.servo.stop()
@@ -162,7 +165,7 @@ class ServoLoop:
                 self.servo.stop()
                 self.holding = True
                 self.events.holds += 1
-                why = "no target" if target is None else f"no fresh actions for {exhausted_since(t0):.3f} s"
+                why = "no target" if target is None else f"no fresh actions for {exhausted:.3f} s"
                 self.events.add(t0, f"hold: {why} (deadline {self.deadline_s:.3f} s)")
         elif self.holding:
             self.servo.resume()
@@ -181,7 +184,7 @@ class ServoLoop:
             self.robot.command(step.position)
         self.timing.work.append(time.perf_counter() - work_start)
         self._next_tick += self.period
-        record = TickRecord(t0, state, target, step, self.holding)
+        record = TickRecord(t0, state, target, step, self.holding, exhausted)
         if self.on_tick is not None:
             self.on_tick(record)
         return record

@@ -51,6 +51,8 @@ class EpisodeReport:
     success: bool | None = None
     max_tracking_error: float = 0.0
     wall_s: float = 0.0
+    # Clock time at which the first chunk's action 0 started executing (after the guard and the ramp).
+    execution_start: float = 0.0
 
     def summary(self) -> str:
         delays = np.asarray(self.worker.delays) * 1e3 if self.worker.delays else np.zeros(1)
@@ -104,6 +106,7 @@ def run_episode(
         raise RuntimeError("the ramp to the first action did not finish (e-stop or timeout); the arm holds")
     # The arm waited: the first chunk starts now, and policy steps count from here.
     now = rig.clock.now()
+    report.execution_start = now
     worker.episode_start = now
     scheduler.reset()
     scheduler.on_chunk(Chunk(first.actions, now, now, now), now)
