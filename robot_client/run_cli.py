@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from protos import policy_pb2 as pb
-from replay.recording_layout import RecordingSpec
-from replay.recording_writer import RecordingWriter
+from replay.open import open_dataset
 from robot_client.chunking import MODES, ChunkingConfig
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import TickRecord
+from robot_client.live_compare import LiveComparator, LiveComparison
 from robot_client.policy_client import GrpcPolicy, GrpcPolicyConfig
 from robot_client.policy_worker import ChunkRecord
 from robot_client.rig import Rig, build_sim_rig, build_yam_rig, check_names
+from robot_client.run_recorder import RecorderSpec, RunRecorder
 from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
 from robot_client.safety import EStop
 
@@ -49,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="compute commands but never send them")
     parser.add_argument("--allow-far-start", action="store_true",
                         help="ramp slowly to a first action beyond the safety threshold instead of refusing")
-    parser.add_argument("--record", type=Path, help="record observations and chunks to this zarr store")
+    parser.add_argument("--record", type=Path,
+                        help="record the run (a dataset at the policy rate, with commands, chunks, reports) to zarr")
+    parser.add_argument("--compare-dataset", type=Path,
+                        help="compare every live chunk with the nearest demonstration of this dataset")
     parser.add_argument("--seed", type=int, default=0, help="sim: scene seed of episode 0")
     parser.add_argument("--pace", type=float, default=1.0, help="sim: simulated seconds per wall second")
     parser.add_argument("--token-file", type=Path, help="bearer token for the policy server")
@@ -68,9 +72,15 @@ class StatusLine:
         self.holding = False
         self.error = 0.0
 
-    def on_chunk(self, record: ChunkRecord) -> None:
+        self.live = ""
+
+    def on_chunk(self, record: ChunkRecord, comparison: LiveComparison | None = None) -> None:
         self.chunks += 1
         self.delays.append(record.received_time - record.obs_time)
+        if comparison is not None:
+            worst = int(np.argmax(comparison.chunk_l1))
+            self.live = (f"  vs demo ep{comparison.episode}:{comparison.frame} "
+                         f"L1 max {comparison.chunk_l1[worst]:.3f} ({worst})")
 
     def on_tick(self, record: TickRecord) -> None:
         self.holding = record.holding
@@ -80,7 +90,7 @@ class StatusLine:
             self.last = now
             delay = f"{1e3 * float(np.median(self.delays[-20:])):.0f} ms" if self.delays else "-"
             print(f"\r t={record.time:8.2f}  chunks {self.chunks:4d}  delay {delay:>7}  "
-                  f"{'HOLD' if self.holding else 'run '}  tracking {self.error:.3f}", end="", flush=True)
+                  f"{'HOLD' if self.holding else 'run '}  tracking {self.error:.3f}{self.live}", end="", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         estop.install_signal()
     estop.watch_keyboard()
     recorder = _recorder(args.record, config, md, rig) if args.record else None
+    comparator = LiveComparator(open_dataset(args.compare_dataset)) if args.compare_dataset else None
     reports: list[EpisodeReport] = []
     try:
         rig.robot.enable()
@@ -120,15 +131,23 @@ def run(args: argparse.Namespace) -> int:
             status = StatusLine()
             if recorder is not None:
                 recorder.start_episode(args.prompt)
+            started = time.monotonic()
 
-            def on_chunk(record: ChunkRecord, status: StatusLine = status) -> None:
-                status.on_chunk(record)
+            def on_chunk(record: ChunkRecord, status: StatusLine = status, started: float = started) -> None:
+                comparison = None
+                if comparator is not None:
+                    comparison = comparator.compare(record.state, record.actions, args.prompt,
+                                                    time.monotonic() - started)
+                status.on_chunk(record, comparison)
                 if recorder is not None:
-                    recorder.append(record.obs_time, record.state, record.actions[0], record.images,
-                                    extras={"chunk": record.actions.astype(np.float32),
-                                            "delay_s": np.float64(record.received_time - record.obs_time)})
+                    recorder.on_chunk(record, comparison)
 
-            report = run_episode(rig, policy, options, i, estop=estop, on_chunk=on_chunk, on_tick=status.on_tick)
+            def on_tick(record: TickRecord, status: StatusLine = status) -> None:
+                status.on_tick(record)
+                if recorder is not None:
+                    recorder.on_tick(record)
+
+            report = run_episode(rig, policy, options, i, estop=estop, on_chunk=on_chunk, on_tick=on_tick)
             if recorder is not None:
                 recorder.end_episode()
             print()
@@ -144,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if reports and not estop.active else 1
 
 
-def _recorder(path: Path, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> RecordingWriter:
+def _recorder(path: Path, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> RunRecorder:
     frames = rig.capture_images()
-    spec = RecordingSpec(fps=float(md.control_fps), state_names=tuple(md.state_names),
-                         action_names=tuple(md.action_names),
-                         cameras={n: (int(rgb.shape[0]), int(rgb.shape[1])) for n, (rgb, _) in frames.items()},
-                         robot_type=config.name)
-    return RecordingWriter(path, spec)
+    return RunRecorder(path, RecorderSpec(
+        fps=float(md.control_fps), joint_names=config.joint_names,
+        cameras={n: (int(rgb.shape[0]), int(rgb.shape[1])) for n, (rgb, _) in frames.items()},
+        horizon=int(md.action_horizon), robot_type=config.name,
+    ))
