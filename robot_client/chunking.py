@@ -108,6 +108,24 @@ class Timeline:
             raise ChunkingError(f"timeline needs matching non-empty times/actions, got {len(times)}/{len(actions)}")
         self.times = times
         self.actions = actions
+        self._velocities: F64 | None = None  # per action, computed on first use
+
+    def velocity_at(self, t: float) -> F64:
+        """Velocity of the timeline at t: central differences at the actions, interpolated linearly (so it is
+        continuous between actions); 0 outside the timeline."""
+        times, actions = self.times, self.actions
+        if len(times) < 2 or t < times[0] or t > times[-1]:
+            return np.zeros(actions.shape[1], dtype=np.float64)
+        if self._velocities is None:
+            dt = np.diff(times)
+            forward = np.diff(actions, axis=0) / dt[:, None]
+            self._velocities = np.empty_like(actions, dtype=np.float64)
+            self._velocities[0], self._velocities[-1] = forward[0], forward[-1]
+            self._velocities[1:-1] = (forward[:-1] + forward[1:]) / 2
+        velocities = self._velocities
+        k = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
+        w = (t - times[k]) / (times[k + 1] - times[k])
+        return np.asarray((1 - w) * velocities[k] + w * velocities[k + 1], dtype=np.float64)
 
     def covers(self, t: float) -> bool:
         return bool(self.times[0] <= t <= self.times[-1])
@@ -192,6 +210,11 @@ class ChunkScheduler(ABC):
         with self._lock:
             return self._target(now)
 
+    def target_velocity_at(self, now: float) -> F64 | None:
+        """Velocity of the target at `now` (for the servo's tracking mode), or None when there is no target."""
+        with self._lock:
+            return self._velocity(now)
+
     def exhausted_since(self, now: float) -> float:
         """Seconds since the last scheduled action passed (0 while actions remain; inf before any chunk)."""
         with self._lock:
@@ -217,6 +240,9 @@ class ChunkScheduler(ABC):
     def _target(self, now: float) -> F64 | None: ...
 
     @abstractmethod
+    def _velocity(self, now: float) -> F64 | None: ...
+
+    @abstractmethod
     def _end_time(self) -> float | None: ...
 
     @abstractmethod
@@ -240,6 +266,9 @@ class SyncScheduler(ChunkScheduler):
 
     def _target(self, now: float) -> F64 | None:
         return None if self._timeline is None else self._timeline.at(now)
+
+    def _velocity(self, now: float) -> F64 | None:
+        return None if self._timeline is None else self._timeline.velocity_at(now)
 
     def _end_time(self) -> float | None:
         return None if self._timeline is None else float(self._timeline.times[-1])
@@ -275,6 +304,9 @@ class AsyncScheduler(ChunkScheduler):
 
     def _target(self, now: float) -> F64 | None:
         return None if self._timeline is None else self._timeline.at(now)
+
+    def _velocity(self, now: float) -> F64 | None:
+        return None if self._timeline is None else self._timeline.velocity_at(now)
 
     def _end_time(self) -> float | None:
         return None if self._timeline is None else float(self._timeline.times[-1])
@@ -339,6 +371,14 @@ class EnsembleScheduler(ChunkScheduler):
             return None if not self._chunks else self._chunks[-1].at(now)
         weights = np.exp(-self.config.ensemble_decay * np.arange(len(covering)))  # oldest first, weighs most
         values = np.stack([c.at(now) for c in covering])
+        return np.asarray((weights[:, None] * values).sum(0) / weights.sum(), dtype=np.float64)
+
+    def _velocity(self, now: float) -> F64 | None:
+        covering = [c for c in self._chunks if c.covers(now)]
+        if not covering:
+            return None if not self._chunks else np.zeros(self.dof)
+        weights = np.exp(-self.config.ensemble_decay * np.arange(len(covering)))
+        values = np.stack([c.velocity_at(now) for c in covering])
         return np.asarray((weights[:, None] * values).sum(0) / weights.sum(), dtype=np.float64)
 
     def _end_time(self) -> float | None:

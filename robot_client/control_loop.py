@@ -88,6 +88,8 @@ class LoopEvents:
     resumes: int = 0
     target_clamps: int = 0
     output_clamps: int = 0
+    # Ticks where ruckig's synchronized solve failed and a fallback (still jerk-limited) step was used.
+    servo_fallbacks: int = 0
     log: list[str] = field(default_factory=list)
 
     def add(self, t: float, message: str) -> None:
@@ -133,7 +135,10 @@ class ServoLoop:
         return state
 
     def tick(
-        self, target_source: Callable[[float], F64 | None], exhausted_since: Callable[[float], float]
+        self,
+        target_source: Callable[[float], F64 | None],
+        exhausted_since: Callable[[float], float],
+        velocity_source: Callable[[float], F64 | None] | None = None,
     ) -> TickRecord:
         """One servo tick: waits for its slot, reads, steps, commands."""
         assert self._next_tick is not None, "call start() first"
@@ -172,9 +177,15 @@ class ServoLoop:
             self.holding = False
             self.events.resumes += 1
             self.events.add(t0, "resume: fresh actions")
+        velocity = None
         if target is not None and not self.holding:
             self.last_target = target
-        step = self.servo.step(self.last_target if self.last_target is not None else state.positions)
+            velocity = velocity_source(t0) if velocity_source is not None else None
+        fallbacks_before = self.servo.fallbacks
+        step = self.servo.step(self.last_target if self.last_target is not None else state.positions, velocity)
+        if self.servo.fallbacks != fallbacks_before:
+            self.events.servo_fallbacks += 1
+            self.events.add(t0, "servo: synchronized trajectory solve failed, used the fallback step")
         if step.target_clamped:
             self.events.target_clamps += 1
         if step.output_clamped:
@@ -182,6 +193,10 @@ class ServoLoop:
             self.events.add(t0, f"output clamped at position limits: {step.output_clamped}")
         if not self.dry_run:
             self.robot.command(step.position)
+        else:
+            # Dry run: the servo's commands are computed and reported but never sent; holding where the arm is
+            # keeps a real arm's motor watchdog fed and its feedback fresh (a silent bus would trip both).
+            self.robot.hold()
         self.timing.work.append(time.perf_counter() - work_start)
         self._next_tick += self.period
         record = TickRecord(t0, state, target, step, self.holding, exhausted)
@@ -195,7 +210,7 @@ class ServoLoop:
         assert self._next_tick is not None, "call start() first"
         end = self._next_tick + duration_s
         while self._next_tick < end:
-            self.tick(scheduler.target_at, scheduler.exhausted_since)
+            self.tick(scheduler.target_at, scheduler.exhausted_since, scheduler.target_velocity_at)
             if stop is not None and stop():
                 break
             if self.estop.active and self.servo.is_still():

@@ -68,9 +68,11 @@ def run_offline(
             arrival = now + delay(now)
             pending.append((arrival, Chunk(actions, now, now, arrival)))
         target = scheduler.target_at(now)
+        velocity = None
         if target is not None:
             last_target = target
-        run.commands.append(servo.step(last_target))
+            velocity = scheduler.target_velocity_at(now)
+        run.commands.append(servo.step(last_target, velocity))
         run.targets.append(last_target.copy())
     return run
 

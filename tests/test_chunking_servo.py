@@ -173,3 +173,26 @@ def test_timeline_interpolation() -> None:
     tl = Timeline(np.array([0.0, 1.0]), np.array([[0.0], [2.0]]))
     np.testing.assert_allclose(tl.at(0.25), [0.5])
     assert tl.remaining(0.5) == 1 and tl.remaining(1.0) == 0
+
+
+def test_tracking_brakes_each_joint_for_its_own_limit() -> None:
+    """Velocity tracking with joints of very different speeds: the fast gripper closing onto its limit must brake
+    on its own schedule (not stretched to the slow joints' velocity change) and never cross the limit."""
+    servo = JerkLimitedServo(LIMITS, 1 / SERVO_HZ)
+    gripper = CONFIG.joint_names.index("left_gripper")
+    start = (LIMITS.lower + LIMITS.upper) / 2
+    start[gripper] = LIMITS.upper[gripper]
+    servo.reset(start)
+    dt = 1 / SERVO_HZ
+    closing = -2.0 * (LIMITS.upper[gripper] - LIMITS.lower[gripper])  # full range in 0.5 s, then held closed
+    sweep = np.where(np.arange(servo.dof) == gripper, 0.0, LIMITS.velocity)  # every arm joint at full speed
+    for k in range(400):
+        t = k * dt
+        target = np.clip(start + sweep * np.sin(t), LIMITS.lower, LIMITS.upper)
+        velocity = sweep * np.cos(t)
+        target[gripper] = max(LIMITS.upper[gripper] + closing * t, LIMITS.lower[gripper])
+        velocity[gripper] = closing  # the feedforward keeps pushing past the limit once the target sits on it
+        step = servo.step(target, velocity)
+        assert not step.output_clamped, f"tick {k}: output clamped on {step.output_clamped}"
+        assert LIMITS.lower[gripper] - 1e-6 <= step.position[gripper] <= LIMITS.upper[gripper] + 1e-6
+    np.testing.assert_allclose(servo.position[gripper], LIMITS.lower[gripper], atol=2e-3)
