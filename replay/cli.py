@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from policy_server.normalization.errors import NormalizationError
-from replay import doctor, stats_tool
+from replay import arm_replay, doctor, oracle, stats_tool
 from replay.dataset import Dataset, DatasetError, DatasetInfo
 from replay.open import open_dataset
+from replay.view import cli as view_cli
 
 EXIT_OK = 0
 EXIT_DATASET_ERROR = 2
@@ -192,6 +193,15 @@ def _run_doctor(args: argparse.Namespace, out: TextIO) -> int:
     return doctor.run(open_from_args(args), args, out)
 
 
+def _oracle_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    oracle.add_arguments(parser)
+
+
+def _run_oracle(args: argparse.Namespace, out: TextIO) -> int:
+    return oracle.run(open_from_args(args), args, out)
+
+
 COMMANDS: dict[str, Command] = {
     "info": Command(
         "info", "summarize a dataset: episodes, tasks, features, cameras, stats", _info_arguments, _run_info
@@ -205,6 +215,26 @@ COMMANDS: dict[str, Command] = {
         "check a dataset (and a checkpoint's normalization of it); exit 0 clean, 1 warnings, 2 errors",
         _doctor_arguments,
         _run_doctor,
+    ),
+    "oracle": Command(
+        "oracle",
+        "compare a policy's chunks with the dataset's own next actions (per joint, per step); exit 0 when it ran",
+        _oracle_arguments,
+        _run_oracle,
+    ),
+    "sim": Command(
+        "sim", "replay an episode's actions on the MuJoCo arms; exit 0 tracked, 1 beyond threshold, 2 refused",
+        arm_replay.add_sim_arguments, arm_replay.replay_sim,
+    ),
+    "real": Command(
+        "real", "preview, then (with --i-understand-this-moves-the-arm) replay an episode on the real arms",
+        arm_replay.add_real_arguments, arm_replay.replay_real,
+    ),
+    "view": Command(
+        "view",
+        "look at a dataset or recording in rerun: save an .rrd, serve it, or stream it to a viewer",
+        view_cli.add_arguments,
+        view_cli.run,
     ),
 }
 

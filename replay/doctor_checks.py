@@ -17,6 +17,11 @@ from policy_server.normalization.limits import yam_limit
 from replay.doctor_findings import Finding
 from replay.doctor_raw import DoctorEpisode
 
+# Re-exported: the doctor's report and callers import the lag types from here.
+from replay.lag import LagResult as LagResult
+from replay.lag import estimate_lags as _estimate_lags
+from replay.lag import lag_ms as lag_ms
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -257,56 +262,12 @@ def check_outliers(episodes: Sequence[DoctorEpisode], actions: F64, action_names
 # ---- action-to-state lag ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LagResult:
-    """Per action dim: estimated lag in frames (state follows action by `lag` frames) and peak correlation."""
-
-    lags: dict[str, int]
-    peaks: dict[str, float]
-    curves: dict[str, F64]
-    max_lag: int
-
-
 def estimate_lags(episodes: Sequence[DoctorEpisode], action_names: Sequence[str], state_index: Sequence[int],
                   th: CheckThresholds) -> LagResult:
-    """Cross-correlation of frame-to-frame differences, pooled over episodes: the k maximizing
-    corr(diff(action)[t], diff(state)[t + k]) is how many frames the state trails the commanded action."""
-    k_max = th.max_lag_frames
-    lags: dict[str, int] = {}
-    peaks: dict[str, float] = {}
-    curves: dict[str, F64] = {}
-    for j, name in enumerate(action_names):
-        si = state_index[j]
-        if si < 0:
-            continue
-        num = np.zeros(2 * k_max + 1)
-        ex = ey = 0.0
-        for ep in episodes:
-            x = np.diff(np.asarray(ep.actions[:, j], dtype=np.float64))
-            y = np.diff(np.asarray(ep.states[:, si], dtype=np.float64))
-            ok = np.isfinite(x) & np.isfinite(y)
-            if len(x) < 2 * k_max + 2 or not ok.all():
-                continue
-            x = x - x.mean()
-            y = y - y.mean()
-            full = np.correlate(y, x, mode="full")  # full[n - 1 + k] = sum_t y[t + k] x[t]
-            n = len(x)
-            num += full[n - 1 - k_max : n + k_max]
-            ex += float(x @ x)
-            ey += float(y @ y)
-        if ex <= 1e-12 or ey <= 1e-12:
-            continue
-        corr = num / np.sqrt(ex * ey)
-        best = int(np.argmax(corr))
-        lags[name] = best - k_max
-        peaks[name] = float(corr[best])
-        curves[name] = corr
-    return LagResult(lags, peaks, curves, k_max)
-
-
-def lag_ms(frames: float, fps: float) -> float:
-    """A lag in frames as milliseconds at the dataset's frame rate (what a servo or camera delay is quoted in)."""
-    return frames / fps * 1e3
+    """Cross-correlation of frame-to-frame differences, pooled over episodes (replay.lag, shared with arm
+    replay): the k maximizing corr(diff(action)[t], diff(state)[t + k]) is how many frames the state trails the
+    commanded action."""
+    return _estimate_lags(episodes, action_names, state_index, th.max_lag_frames, signal="velocity")
 
 
 def lag_findings(result: LagResult, fps: float, th: CheckThresholds) -> list[Finding]:

@@ -4,13 +4,16 @@ Why: the normalization checks say whether the checkpoint's stats fit the data; t
 chain (stats, delta mask, gripper convention, image preprocessing, the weights) reproduces the demonstrations
 it was trained on. Each sampled frame's observation goes to the policy; the returned chunk [H, A] is compared
 with the dataset's next H actions (padded with the episode's last action past its end, as the dataset policy
-does), giving per-joint L1 and RMS over the whole chunk and for the first action, in raw units (rad, gripper
-0..1). The dataset policy served on the same dataset must give exactly 0: anything else is the deploy path.
+does, and the padded rows counted like real ones here), giving per-joint L1 and RMS over the whole chunk and
+for the first action, in raw units (rad, gripper 0..1). The dataset policy served on the same dataset must give
+exactly 0: anything else is the deploy path.
+
+The asking and comparing is the oracle's (`replay.oracle_core`, `replay.oracle`): this module only picks the
+frames (skipping ones whose stored state is not finite), and turns the result into findings.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +21,19 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from replay.dataset import Dataset, DatasetError
+from replay.dataset import Dataset
 from replay.doctor_findings import Finding
 from replay.doctor_raw import DoctorEpisode
-from replay.doctor_recon_sources import ChunkSource, FrameObservation, LocalModelSource, ServerSource
+from replay.oracle import OracleOptions, summarize
+from replay.oracle_core import Alignment, OracleError, align, collect, thin
+from replay.oracle_result import PADDED_INCLUDE
+from replay.oracle_stats import WorstFrame
+from replay.policy_sources import ChunkSource, LocalModelSource, ServerSource
 
 F64 = npt.NDArray[np.float64]
+
+__all__ = ["ReconRequest", "ReconResult", "WorstFrame", "open_source", "recon_findings", "reconstruction",
+           "request_problem", "sample_frames"]
 
 
 @dataclass(frozen=True)
@@ -45,15 +55,6 @@ class ReconRequest:
 
 
 @dataclass(frozen=True)
-class WorstFrame:
-    episode: int
-    frame: int
-    joint: str
-    chunk_l1: float  # that joint's mean |error| over the chunk
-    first_error: float  # that joint's |error| on the first action
-
-
-@dataclass(frozen=True)
 class ReconResult:
     source: str
     action_names: tuple[str, ...]
@@ -72,21 +73,12 @@ def sample_frames(episodes: Sequence[DoctorEpisode], stride: int, max_frames: in
     """Every `stride`-th frame of every episode; evenly thinned to `max_frames` so all episodes stay covered."""
     picks = [(ep.index, t) for ep in episodes for t in range(0, len(ep), max(stride, 1))
              if np.isfinite(ep.states[t]).all()]
-    if len(picks) <= max_frames:
-        return picks
-    keep = np.unique(np.linspace(0, len(picks) - 1, max(max_frames, 1)).round().astype(int))
-    return [picks[int(i)] for i in keep]
+    return thin(picks, max(max_frames, 1))
 
 
-def _columns(have: Sequence[str], want: Sequence[str]) -> list[int] | None:
-    """Indices into `have` that give `want`'s order: by name, by position when the names differ but the dims
-    agree (generic names), None when the dims differ."""
-    if sorted(have) == sorted(want):
-        return [list(have).index(n) for n in want]
-    return list(range(len(want))) if len(have) == len(want) else None
-
-
-def _name_check(what: str, policy: Sequence[str], dataset: Sequence[str], findings: list[Finding]) -> bool:
+def _names(what: str, policy: Sequence[str], dataset: Sequence[str], findings: list[Finding]) -> bool:
+    """The doctor's view of a name mismatch: same dims with other names is a warning (compared by position),
+    other dims an error."""
     if sorted(policy) == sorted(dataset):
         return True
     if len(policy) == len(dataset):
@@ -138,83 +130,54 @@ def reconstruction(ds: Dataset, episodes: Sequence[DoctorEpisode], req: ReconReq
         source.close()
 
 
-def _run(ds: Dataset, episodes: Sequence[DoctorEpisode], req: ReconRequest, source: ChunkSource,
-         findings: list[Finding]) -> tuple[list[Finding], ReconResult | None]:
+def _align(ds: Dataset, source: ChunkSource, findings: list[Finding]) -> Alignment | None:
     info = ds.info
-    if not (_name_check("state", source.state_names, info.state_names, findings)
-            and _name_check("action", source.action_names, info.action_names, findings)):
-        return findings, None
-    state_order = _columns(info.state_names, source.state_names)  # dataset state in the policy's order
-    action_order = _columns(source.action_names, info.action_names)  # policy chunk columns in dataset order
-    assert state_order is not None and action_order is not None
-    missing = [c for c in source.cameras if c not in info.camera_names]
-    if missing:
+    if not (_names("state", source.state_names, info.state_names, findings)
+            and _names("action", source.action_names, info.action_names, findings)):
+        return None
+    try:
+        alignment = align(source, info, allow_positional=True)
+    except OracleError as err:  # not reached after the checks above; kept so a change there cannot crash
+        findings.append(Finding("error", "reconstruction_failed", "names", str(err)))
+        return None
+    if alignment.missing_cameras:
+        missing = list(alignment.missing_cameras)
         findings.append(Finding("warning", "reconstruction_camera_missing", f"cameras {missing}",
                                 f"the policy's camera(s) {missing} are not in the dataset ({list(info.camera_names)}); "
                                 f"their slots get no image, so the errors are not representative"))
+    return alignment
+
+
+def _run(ds: Dataset, episodes: Sequence[DoctorEpisode], req: ReconRequest, source: ChunkSource,
+         findings: list[Finding]) -> tuple[list[Finding], ReconResult | None]:
+    alignment = _align(ds, source, findings)
+    if alignment is None:
+        return findings, None
     picks = sample_frames(episodes, req.stride, req.max_frames)
-    errors: list[F64] = []
-    located: list[tuple[int, int]] = []
-    failures: list[str] = []
-    warning_codes: Counter[str] = Counter()
-    by_episode: dict[int, list[int]] = {}
-    for e, t in picks:
-        by_episode.setdefault(e, []).append(t)
-    for e, frames in by_episode.items():
-        try:
-            ep = ds.episode(e)
-        except DatasetError as err:
-            failures += [f"episode {e}: {err}"] * len(frames)
-            continue
-        for t in frames:
-            try:
-                frame = ep.frame(t, with_images=bool(ep.camera_names))
-                obs = FrameObservation(e, t, frame.timestamp, np.asarray(frame.state, np.float32)[state_order],
-                                       frame.task, frame.images)
-                chunk, codes = source.infer(obs)
-            except Exception as err:  # one bad frame (or a refused request) must not end the sweep
-                failures.append(f"episode {e} frame {t}: {type(err).__name__}: {err}")
-                continue
-            warning_codes.update(codes)
-            if chunk.ndim != 2 or chunk.shape[1] != len(action_order) or (errors and len(chunk) != len(errors[0])):
-                failures.append(f"episode {e} frame {t}: chunk of shape {list(chunk.shape)}")
-                continue
-            expected, _ = ep.action_chunk(t, chunk.shape[0])
-            errors.append(chunk[:, action_order].astype(np.float64) - expected.astype(np.float64))
-            located.append((e, t))
+    collected = collect(ds, source, alignment, picks)
+    failures = collected.failures
     if failures:
-        severity = "error" if not errors else "warning"
-        findings.append(Finding(severity, "reconstruction_failed" if not errors else "reconstruction_frames_failed",
-                                source.description,
+        ok = bool(collected.located)
+        findings.append(Finding("warning" if ok else "error",
+                                "reconstruction_frames_failed" if ok else "reconstruction_failed", source.description,
                                 f"{len(failures)} of {len(picks)} sampled frame(s) failed; first: {failures[0]}"))
-    if not errors:
+    if not collected.located:
         if not failures:
             findings.append(Finding("error", "reconstruction_failed", source.description, "no frame to sample"))
         return findings, None
-    result = _summarize(np.stack(errors), located, info.action_names, source.description, req)
-    if warning_codes:
-        counts = ", ".join(f"{code} x{n}" for code, n in warning_codes.most_common())
+    oracle = summarize(collected, source.description, str(ds.info.path), "not used",
+                       OracleOptions(worst=req.worst, padded_rows=PADDED_INCLUDE, normalized=False))
+    raw = oracle.raw
+    result = ReconResult(
+        source=source.description, action_names=oracle.action_names, horizon=oracle.horizon, frames=oracle.frames,
+        chunk_l1=raw.joint_l1, chunk_rms=raw.joint_rms, first_l1=raw.first_l1, first_rms=raw.first_rms,
+        step_l1=raw.step_l1, worst=oracle.worst_frames, warn_first_l1=req.warn_first_l1,
+    )
+    if collected.warnings:
+        counts = ", ".join(f"{code} x{n}" for code, n in collected.warnings.most_common())
         findings.append(Finding("info", "reconstruction_policy_warnings", source.description,
                                 f"the policy answered with warnings: {counts}"))
     return findings + recon_findings(result, req), result
-
-
-def _summarize(err: F64, located: Sequence[tuple[int, int]], names: Sequence[str], source: str,
-               req: ReconRequest) -> ReconResult:
-    """err: [N, H, A] chunk minus dataset actions."""
-    per_frame = np.abs(err).mean(axis=1)  # [N, A]
-    joint = per_frame.argmax(axis=1)
-    score = per_frame.max(axis=1)
-    worst = []
-    for n in np.argsort(-score, kind="stable")[: req.worst]:
-        j = int(joint[n])
-        worst.append(WorstFrame(located[n][0], located[n][1], names[j], float(score[n]), float(abs(err[n, 0, j]))))
-    return ReconResult(
-        source=source, action_names=tuple(names), horizon=int(err.shape[1]), frames=int(err.shape[0]),
-        chunk_l1=np.abs(err).mean(axis=(0, 1)), chunk_rms=np.sqrt((err**2).mean(axis=(0, 1))),
-        first_l1=np.abs(err[:, 0]).mean(axis=0), first_rms=np.sqrt((err[:, 0] ** 2).mean(axis=0)),
-        step_l1=np.abs(err).mean(axis=(0, 2)), worst=tuple(worst), warn_first_l1=req.warn_first_l1,
-    )
 
 
 def recon_findings(r: ReconResult, req: ReconRequest) -> list[Finding]:
