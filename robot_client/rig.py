@@ -80,13 +80,22 @@ def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
     if missing:
         raise RigError(f"the policy needs cameras {missing}; add [[camera]] tables for them to {config.source}")
     robot = YamRobot(config)
+    if not cameras:  # a state-only policy: no camera threads to start
+        robot.connect()
+        rig = Rig(robot=robot, clock=WallClock(), capture_images=dict, camera_names=())
+        rig._closers.append(robot.close)
+        return rig
     rig_cameras = CameraRig([
         OpenCVCamera(CameraConfig(name=e.name, device=e.device, serial=e.serial, width=e.width, height=e.height,
                                   fps=e.fps))
         for e in (entries[c] for c in cameras)
     ])
     robot.connect()
-    rig_cameras.start()
+    try:
+        rig_cameras.start()
+    except Exception:
+        robot.close()
+        raise
 
     def capture() -> Frames:
         frames = rig_cameras.read()

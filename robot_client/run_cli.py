@@ -17,11 +17,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from protos import policy_pb2 as pb
 from replay.open import open_dataset
+from replay.view.sink_options import add_sink_arguments, sink_from_args
 from robot_client.chunking import MODES, ChunkingConfig
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import TickRecord
@@ -32,6 +34,9 @@ from robot_client.rig import Rig, build_sim_rig, build_yam_rig, check_names
 from robot_client.run_recorder import RecorderSpec, RunRecorder
 from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
 from robot_client.safety import EStop
+
+if TYPE_CHECKING:
+    from replay.view.live import LiveLogger
 
 log = logging.getLogger("robot_client")
 
@@ -60,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-root-cert", type=Path, help="CA certificate of a TLS policy server")
     parser.add_argument("--i-understand-this-moves-the-arm", dest="confirmed", action="store_true",
                         help="required to command real arms (--robot yam) without --dry-run")
+    # Live view in rerun: --rerun-save FILE.rrd, --rerun-serve [--rerun-bind IP], --rerun-connect HOST:PORT.
+    add_sink_arguments(parser, prefix="rerun-")
 
 
 class StatusLine:
@@ -123,14 +130,18 @@ def run(args: argparse.Namespace) -> int:
     estop.watch_keyboard()
     recorder = _recorder(args.record, config, md, rig) if args.record else None
     comparator = LiveComparator(open_dataset(args.compare_dataset)) if args.compare_dataset else None
+    viewer: LiveLogger | None = None
     reports: list[EpisodeReport] = []
     try:
+        viewer = _live_view(args, config, md, rig)
         rig.robot.enable()
         for i in range(args.episodes):
             rig.reset_episode(i)
             status = StatusLine()
             if recorder is not None:
                 recorder.start_episode(args.prompt)
+            if viewer is not None:
+                viewer.log_event(rig.clock.now(), f"episode {i} starts" + (" (dry run)" if args.dry_run else ""))
             started = time.monotonic()
 
             def on_chunk(record: ChunkRecord, status: StatusLine = status, started: float = started) -> None:
@@ -141,11 +152,15 @@ def run(args: argparse.Namespace) -> int:
                 status.on_chunk(record, comparison)
                 if recorder is not None:
                     recorder.on_chunk(record, comparison)
+                if viewer is not None:
+                    viewer.log_chunk(record)
 
             def on_tick(record: TickRecord, status: StatusLine = status) -> None:
                 status.on_tick(record)
                 if recorder is not None:
                     recorder.on_tick(record)
+                if viewer is not None:
+                    viewer.log_tick(record)
 
             report = run_episode(rig, policy, options, i, estop=estop, on_chunk=on_chunk, on_tick=on_tick)
             if recorder is not None:
@@ -158,9 +173,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+        if viewer is not None:
+            print(viewer.close().summary())
         rig.close()
         policy.close()
     return 0 if reports and not estop.active else 1
+
+
+def _live_view(args: argparse.Namespace, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> LiveLogger | None:
+    """The rerun live view the --rerun-* options ask for (None without them); opened before the arms move, so
+    a busy port fails the run here and not mid-episode."""
+    sink = sink_from_args(args, prefix="rerun-")
+    if sink is None:
+        return None
+    from replay.view.live import LiveConfig, LiveLogger
+
+    return LiveLogger(LiveConfig(joint_names=config.joint_names, fps=float(md.control_fps), sink=sink,
+                                 camera_names=rig.camera_names), out=sys.stdout)
 
 
 def _recorder(path: Path, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> RunRecorder:
