@@ -8,8 +8,8 @@ calibration file (`calibration.calfile`).
     check    the rig (config + calibration) against the dataset it will run
 
 Each command lives in its own module (`calibration.<name>_cli`) exposing HELP, `add_arguments(parser)` and
-`run(args) -> int`, imported only when it runs, so one command's heavy imports (OpenCV, MuJoCo) cost the
-others nothing.
+`run(args) -> int`. Those modules stay light (argparse only at import; OpenCV, MuJoCo, CAN imported inside
+`run`), so building the parser costs nothing.
 """
 
 from __future__ import annotations
