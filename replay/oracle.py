@@ -194,6 +194,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="write report.md, results.json and PNG plots here")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-rrd", action="store_true",
+                        help="skip the rerun recordings (--out: one oracle_episode_<e>.rrd per episode)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fail-above", type=float, default=None, metavar="X",
                         help="exit 1 when the mean first-action L1 (raw units) exceeds X")
@@ -234,6 +236,11 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO, err: TextIO | None =
 
         for path in write_outputs(result, args.out, plots=not args.no_plots):
             out.write(f"wrote {path}\n")
+        if not args.no_rrd:
+            from replay.oracle_rerun import write_oracle_rrd
+
+            for path in write_oracle_rrd(result, ds, args.out):
+                out.write(f"wrote {path}\n")
     if args.fail_above is not None and result.mean_first_l1 > args.fail_above:
         out.write(f"mean first-action L1 {result.mean_first_l1:.4g} is above --fail-above {args.fail_above:g}\n")
         return EXIT_ABOVE_THRESHOLD

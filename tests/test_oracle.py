@@ -26,6 +26,7 @@ from replay.oracle import OracleOptions, run_oracle
 from replay.oracle_core import OracleError, frame_chunks
 from replay.oracle_result import PADDED_INCLUDE
 from replay.policy_sources import ServerSource
+from replay.view.rrd_read import read_rrd
 from tests.test_doctor_fixtures import run_cli, write_lerobot, yam_episodes
 from tests.wire_helpers import SAMPLE_DATASET, sample_dataset
 
@@ -182,7 +183,8 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path, exact_server: str, offset_se
                       "--stride", "20", "--out", str(out_dir), "--no-progress", "--fail-above", "0.01")
     assert rc == 0, out
     assert "**Mean first-action L1 0**" in out and "| left_joint1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in out
-    assert {p.name for p in out_dir.iterdir()} == {"report.md", "results.json", "plots"}
+    assert {p.name for p in out_dir.iterdir()} == {"report.md", "results.json", "plots", "oracle_episode_0.rrd",
+                                                   "oracle_episode_2.rrd", "oracle_episode_3.rrd"}
     assert {p.name for p in (out_dir / "plots").iterdir()} == {"error_vs_step.png", "error_over_frames.png"}
 
     shifted = OffsetPolicy(dataset_policy(), JOINT, 0, OFFSET)  # off from the first action: --fail-above trips
@@ -200,3 +202,10 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path, exact_server: str, offset_se
         assert (out_dir / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     report = (out_dir / "report.md").read_text()
     assert "## Per chunk step" in report and "| left_joint3 | 0.2 |" in report
+    # The rerun recording: dataset actions, the chunks as fans, and the offset as left_joint3's first-action error.
+    content = read_rrd(out_dir / "oracle_episode_0.rrd")
+    assert len(content["/joints/left_joint3/action"].values("Scalars:scalars")) > 100
+    assert content.under("/chunks/left_joint3/oracle")
+    errors = content["/signals/oracle_first_error_left_joint3"].values("Scalars:scalars")
+    assert errors and np.allclose(np.ravel(errors), OFFSET, atol=1e-5)
+    assert np.allclose(np.ravel(content["/signals/oracle_first_error_left_joint1"].values("Scalars:scalars")), 0)
