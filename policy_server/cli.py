@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
     net.add_argument("--websocket-port", type=int, default=None,
                      help="also speak openpi's websocket protocol on this port")
+    net.add_argument("--replica-name", default=None,
+                     help="name stamped on every response, to tell replicas apart (default <hostname>:<port>)")
     net.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
                      help="largest accepted request in MiB (default 32)")
     net.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
@@ -103,6 +105,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         max_response_bytes=int(args.max_request_mb * 2**20),
         tls=tls,
         token=load_token(args.token_file),
+        replica_name=args.replica_name,
     )
 
 

@@ -37,6 +37,8 @@ class InferenceCore:
         self.max_request_bytes = max_request_bytes
         self.metadata = self.spec.to_proto(server_version=__version__, max_request_bytes=max_request_bytes)
         self.counters = CoreCounters()
+        # Name of this server replica, stamped on every response (set by the server once it has bound).
+        self.replica = ""
         self._counter_lock = threading.Lock()
         self._policy_lock: AbstractContextManager[object] = (
             nullcontext() if policy.concurrent_safe else threading.Lock()
@@ -84,6 +86,7 @@ class InferenceCore:
             timing=timing,
             norm_report=out.norm_report,
             warnings=[pb.Warning(code=w.code, field=w.field, message=w.message) for w in out.warnings],
+            replica=self.replica,
         )
 
     def _check_actions(self, actions: np.ndarray) -> None:

@@ -7,6 +7,7 @@ is what runs.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from concurrent import futures
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class ServerConfig:
     tls: TlsConfig | None = None
     token: str | None = None
     grace_s: float = 3.0
+    # Name stamped on every response (which replica answered); default "<hostname>:<port>".
+    replica_name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -123,6 +126,7 @@ class PolicyServer:
 
     def start(self) -> PolicyServer:
         self.port = self._bind()
+        self.core.replica = self.config.replica_name or f"{socket.gethostname()}:{self.port}"
         self._server.start()
         self._started = True
         if self.config.websocket_port is not None:

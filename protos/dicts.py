@@ -176,6 +176,7 @@ def response_to_dict(response: pb.InferResponse) -> dict[str, Any]:
         "episode_index": response.episode_index,
         "step_index": response.step_index,
         "request_id": response.request_id,
+        "replica": response.replica,
         "policy_timing": {"infer_ms": t.model_ms},
         "server_timing": {
             "validate_ms": t.validate_ms,

@@ -494,11 +494,16 @@ class InferResponse(_message.Message):
     TIMING_FIELD_NUMBER: _builtins.int
     NORM_REPORT_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     observation_timestamp: _builtins.float
     """The Observation.timestamp this chunk answers."""
     episode_index: _builtins.int
     step_index: _builtins.int
     request_id: _builtins.int
+    replica: _builtins.str
+    """Which server replica answered ("host:port" unless the server was given a name): with several replicas
+    behind client-side load balancing, it says where a chunk came from.
+    """
     @_builtins.property
     def actions(self) -> Global___Tensor:
         """[action_horizon, action_dim] float32 in robot units."""
@@ -520,10 +525,11 @@ class InferResponse(_message.Message):
         timing: Global___ServerTiming | None = ...,
         norm_report: Global___NormReport | None = ...,
         warnings: _abc.Iterable[Global___Warning] | None = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "norm_report", b"norm_report", "timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "episode_index", b"episode_index", "norm_report", b"norm_report", "observation_timestamp", b"observation_timestamp", "request_id", b"request_id", "step_index", b"step_index", "timing", b"timing", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "episode_index", b"episode_index", "norm_report", b"norm_report", "observation_timestamp", b"observation_timestamp", "replica", b"replica", "request_id", b"request_id", "step_index", b"step_index", "timing", b"timing", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

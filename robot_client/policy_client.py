@@ -31,6 +31,7 @@ from protos.codec import WireError
 from protos.dicts import collect_images, request_from_dict, response_to_dict
 from protos.malloc_tuning import tune_malloc_for_large_messages
 from robot_client.cameras.image_ops import fit_image
+from robot_client.replicas import ReplicaError, check_interchangeable, parse_target
 
 log = logging.getLogger(__name__)
 ERROR_FIELD_KEY = "x-error-field"
@@ -172,12 +173,43 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
         )
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
-        self._channel = self._open_channel()
+        try:
+            self._replicas = parse_target(self.config.target)
+        except ReplicaError as exc:
+            raise PolicyRequestError("target", str(exc)) from None
+        if len(self._replicas.addresses) > 1:
+            self._check_replicas()
+        self._channel = self._open_channel(self._replicas.channel_target, self._replicas.service_config())
         self._stub = pb_grpc.PolicyServiceStub(self._channel)
         self._metadata = self._fetch_metadata(self.config.connect_timeout_s)
 
     # -- connection -------------------------------------------------------------------------------------------
-    def _open_channel(self) -> grpc.Channel:
+    def _check_replicas(self) -> None:
+        """Ask every listed replica for its metadata (each on its own channel) and refuse a set that would serve
+        different policies; a replica that does not answer is left to the balancer's health checks."""
+        answers: list[tuple[str, pb.PolicyMetadata]] = []
+        for address in self._replicas.addresses:
+            channel = self._open_channel(address, None)
+            try:
+                stub = pb_grpc.PolicyServiceStub(channel)
+                md = stub.GetMetadata(pb.GetMetadataRequest(), timeout=self.config.connect_timeout_s,
+                                      metadata=self._call_metadata, wait_for_ready=True)
+                answers.append((address, md))
+            except grpc.RpcError as exc:
+                log.warning("replica %s did not answer the metadata check (%s); the balancer skips it while it is "
+                            "unhealthy", address, _status_error(exc))
+            finally:
+                channel.close()
+        if not answers:
+            raise PolicyServerUnavailable(f"none of the replicas {list(self._replicas.addresses)} answered")
+        try:
+            check_interchangeable(answers)
+        except ReplicaError as exc:
+            raise PolicyRequestError("target", str(exc)) from None
+        log.info("%d of %d replicas answered with the same policy; calls are spread round robin",
+                 len(answers), len(self._replicas.addresses))
+
+    def _open_channel(self, target: str, service_config: str | None) -> grpc.Channel:
         cfg = self.config
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -189,12 +221,14 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
         ]
+        if service_config is not None:
+            options.append(("grpc.service_config", service_config))
         if cfg.tls_root_cert is None:
-            return grpc.insecure_channel(cfg.target, options=options)
+            return grpc.insecure_channel(target, options=options)
         if cfg.tls_server_name:
             options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
         creds = grpc.ssl_channel_credentials(root_certificates=cfg.tls_root_cert.read_bytes())
-        return grpc.secure_channel(cfg.target, creds, options=options)
+        return grpc.secure_channel(target, creds, options=options)
 
     def _fetch_metadata(self, timeout_s: float) -> pb.PolicyMetadata:
         """Wait (up to timeout_s) for the server to come up, then read its metadata."""
