@@ -215,9 +215,13 @@ def vector_names(
 
 
 def is_camera_key(key: str, spec: FeatureSpec) -> bool:
-    return spec.dtype in CAMERA_DTYPES and (
-        key.startswith(CAMERA_PREFIX) or key.startswith("observation.image")
-    )
+    """A camera is any feature of dtype video or image, whatever its key.
+
+    That is LeRobot's own rule (`LeRobotDatasetMetadata.camera_keys`). Keys are usually `observation.images.*`,
+    but datasets created with custom features use others (openpi's LIBERO conversion: `image`, `wrist_image`);
+    matching on the key prefix silently dropped those cameras.
+    """
+    return spec.dtype in CAMERA_DTYPES
 
 
 def camera_short_name(key: str) -> str:

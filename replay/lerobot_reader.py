@@ -2,9 +2,10 @@
 
 Why our own reader: the stack must not depend on `lerobot` (heavy, pins torch/datasets versions) just to
 read files, and it must fail loudly where LeRobot's loaders would silently misbehave (e.g. AV1 video through
-OpenCV giving 0 frames). State is `observation.state`, action is `action`, cameras are `observation.images.*`
-(video or image dtype). Video is decoded with PyAV and matched to the frame timestamps; the number of decoded
-frames must equal the episode length.
+OpenCV giving 0 frames). State is `observation.state`, action is `action` (both overridable), cameras are
+every video- or image-dtype feature (usually `observation.images.*`; LeRobot's own rule is the dtype, and
+custom-feature datasets such as openpi's LIBERO use `image` / `wrist_image`). Video is decoded with PyAV and
+matched to the frame timestamps; the number of decoded frames must equal the episode length.
 
 v3.0 layout: episodes are rows `[dataset_from_index, dataset_to_index)` of a shared data parquet and the
 segment `[from_timestamp, to_timestamp)` of a shared per-camera mp4, both found through
