@@ -39,7 +39,7 @@ Upstream sources followed (github.com/huggingface/lerobot):
 - `src/lerobot/datasets/compute_stats.py`: `compute_episode_stats` (min/max/mean/std/count over frames; images
   sampled by `sample_indices`, channel-first, reduced over (N, H, W), scaled by 1/255, shape (3, 1, 1), `count` =
   number of sampled images), `aggregate_stats` (count-weighted mean, pooled variance). Quantiles q01..q99 are
-  written by lerobot >= 0.4 (see the fact sheet /work/shared/reference/datasets-and-tools.md), not by 0.3.x.
+  written by lerobot >= 0.4, not by 0.3.x.
 - `src/lerobot/datasets/v30/convert_dataset_v21_to_v30.py`: the layout of every Hub dataset converted from v2.1
   (`concat_data_files` re-writes data through pandas, so vectors become variable-length `list<float>` and the
   file is one pandas-written table; `convert_videos_of_camera` concatenates the per-episode mp4s with
