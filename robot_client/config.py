@@ -7,6 +7,7 @@ second^2, jerks per second^3 in the same units.
     [robot]
     name = "bimanual_yam"
     servo_hz = 200
+    calibration = "calibration/bimanual_yam.toml"   # optional rig calibration file, relative to this file
 
     [[arm]]
     name = "left"
@@ -145,6 +146,8 @@ class RobotConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     cameras: tuple[CameraEntry, ...] = ()
     source: str = ""
+    # Rig calibration file (zero offsets, gripper limits; `calibration.calfile`), resolved to a path; "" = none.
+    calibration: str = ""
 
     def __post_init__(self) -> None:
         if not self.arms:
@@ -213,8 +216,14 @@ def _limits(raw: Mapping[str, Any], arms: tuple[ArmConfig, ...], where: str) -> 
     return out
 
 
-def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>") -> RobotConfig:
+def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> RobotConfig:
+    """`base_dir`: where a relative `[robot] calibration` path starts (the config file's folder; default cwd)."""
     robot = _get(raw, "robot", source, dict)
+    calibration = robot.get("calibration", "")
+    if not isinstance(calibration, str):
+        raise RobotConfigError(f"{source}: robot.calibration: expected a path string, got {calibration!r}")
+    if calibration and base_dir is not None and not Path(calibration).is_absolute():
+        calibration = str(base_dir / calibration)
     arms_raw = _get(raw, "arm", source, list)
     arms = []
     for i, a in enumerate(arms_raw):
@@ -261,6 +270,7 @@ def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>") -> RobotC
         safety=safety,
         cameras=tuple(cameras),
         source=source,
+        calibration=calibration,
     )
 
 
@@ -276,4 +286,4 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         raise RobotConfigError(f"robot config {p} not found (bundled configs: {known})") from None
     except tomllib.TOMLDecodeError as exc:
         raise RobotConfigError(f"{p}: not valid TOML ({exc})") from None
-    return parse_robot_config(raw, str(p))
+    return parse_robot_config(raw, str(p), base_dir=p.parent)

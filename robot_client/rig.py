@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,9 @@ import numpy.typing as npt
 from robot_client.config import RobotConfig
 from robot_client.control_loop import Clock, WallClock
 from robot_client.robot import Robot
+
+if TYPE_CHECKING:
+    from robot_client.sim.robot import SimConfig
 
 log = logging.getLogger(__name__)
 Frames = Mapping[str, tuple[npt.NDArray[np.uint8], float]]
@@ -33,8 +37,9 @@ class Rig:
     camera_names: tuple[str, ...]
     # Prepare episode `i` (sim: reset the scene with a seed; real arm: nothing, the operator sets up).
     reset_episode: Callable[[int], None] = lambda i: None
-    # Task-specific success check for an episode (sim only); None = unknown.
-    success: Callable[[], bool | None] = lambda: None
+    # Task-specific success check at the end of an episode, given its prompt (sim: robot_client.sim.tasks, for
+    # the prompts it knows); None = unknown.
+    success: Callable[[str], bool | None] = lambda prompt: None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -46,26 +51,44 @@ class Rig:
         self._closers.clear()
 
 
+SIM_CAMERAS = ("top", "left_wrist", "right_wrist")
+SIM_IMAGE_SIZE = (240, 320)  # (height, width) of the simulated cameras unless asked otherwise
+
+
 def build_sim_rig(config: RobotConfig, cameras: Sequence[str], *, seed: int = 0, pace: float | None = 1.0,
-                  image_size: tuple[int, int] = (240, 320)) -> Rig:
+                  image_size: tuple[int, int] = SIM_IMAGE_SIZE, sim: SimConfig | None = None,
+                  camera_delays_s: Mapping[str, float] | None = None) -> Rig:
+    """`sim` overrides the SimConfig (its seed is replaced by `seed`); `camera_delays_s` injects camera latency
+    (SimCameraConfig.delays_s). Both default to the plain simulation."""
+    from dataclasses import replace
+
     from robot_client.sim.camera_service import SimCameraService
     from robot_client.sim.clock import SimClock
     from robot_client.sim.robot import SimConfig, SimRobot
+    from robot_client.sim.tasks import TaskMonitor
 
-    robot = SimRobot(config, SimConfig(seed=seed))
+    if config.calibration:  # zero offsets and gripper limits describe the real motors, not the simulation
+        log.info("sim rig: ignoring the rig calibration file %s (it applies to the real arms only)", config.calibration)
+    robot = SimRobot(config, replace(sim if sim is not None else SimConfig(), seed=seed))
     robot.connect()
-    known = ("top", "left_wrist", "right_wrist")
-    missing = [c for c in cameras if c not in known]
+    missing = [c for c in cameras if c not in SIM_CAMERAS]
     if missing:
         robot.close()
-        raise RigError(f"the simulated rig has cameras {list(known)}; the policy wants {missing}")
-    service = SimCameraService(robot.world, cameras, *image_size)
+        raise RigError(f"the simulated rig has cameras {list(SIM_CAMERAS)}; the policy wants {missing}")
+    try:
+        service = SimCameraService(robot.world, cameras, *image_size, delays_s=camera_delays_s)
+    except Exception:
+        robot.close()
+        raise
+
+    monitor = TaskMonitor(robot.world)
 
     def reset(i: int) -> None:
         robot.reset(seed=seed + i)
+        monitor.start()
 
     rig = Rig(robot=robot, clock=SimClock(robot, pace), capture_images=service.capture,
-              camera_names=tuple(cameras), reset_episode=reset)
+              camera_names=tuple(cameras), reset_episode=reset, success=monitor.success)
     rig._closers += [robot.close, service.close]
     return rig
 

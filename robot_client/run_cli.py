@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="policy server HOST:PORT")
     parser.add_argument("--robot", choices=["sim", "yam"], default="sim")
     parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="rig calibration file (zero offsets, gripper limits); overrides the config's "
+                             "[robot] calibration (real arms only)")
     parser.add_argument("--chunking", choices=MODES, default="async")
     parser.add_argument("--refill", type=int, default=None, help="async/rtc: query when this many actions remain")
     parser.add_argument("--blend", type=int, default=4, help="async: actions blended from old into new chunk")
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     config = load_robot_config(args.config)
+    if args.calibration is not None:
+        config = replace(config, calibration=str(args.calibration.resolve()))
     token = args.token_file.read_text().strip() if args.token_file else None
     policy = GrpcPolicy(GrpcPolicyConfig(target=args.server, streaming=True, token=token,
                                          tls_root_cert=args.tls_root_cert))

@@ -127,7 +127,7 @@ def run_episode(
     report.timing = loop.timing.summary(1.0 / config.servo_hz)
     report.events = loop.events
     report.worker = worker.stats
-    report.success = rig.success()
+    report.success = rig.success(options.prompt)
     report.max_tracking_error = max(errors) if errors else 0.0
     report.wall_s = time.monotonic() - t_wall
     return report

@@ -7,7 +7,7 @@ callers block until their frames are ready.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,10 +20,12 @@ Frames = dict[str, tuple[npt.NDArray[np.uint8], float]]
 
 
 class SimCameraService:
-    def __init__(self, world: SimWorld, names: Sequence[str], height: int = 240, width: int = 320) -> None:
+    def __init__(self, world: SimWorld, names: Sequence[str], height: int = 240, width: int = 320,
+                 delays_s: Mapping[str, float] | None = None) -> None:
+        """delays_s: injected latency per camera (SimCameraConfig.delays_s; default none)."""
         self.names = tuple(names)
+        config = SimCameraConfig(names=self.names, height=height, width=width, delays_s=dict(delays_s or {}))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-render")
-        config = SimCameraConfig(names=self.names, height=height, width=width)
         self._cameras: SimCameras = self._pool.submit(SimCameras, world, config).result()
 
     def _capture(self) -> Frames:

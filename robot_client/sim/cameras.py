@@ -8,13 +8,21 @@ rendered from the copy without holding the lock (rendering takes tens of ms on a
 thread must not wait for it).
 
 Stamps are `SimWorld.stamp()` at the copied instant, the same clock as `JointState.timestamp`.
+
+Injected latency (`SimCameraConfig.delays_s`, for the latency calibration's tests): a camera with delay D
+shows the joints as they were D simulated seconds before the capture while its frame is stamped with the
+capture instant, which is what a real camera's exposure-to-delivery latency looks like to the client. Only the
+joints (qpos) are taken from the past; lights and the free objects' velocities are not needed to render.
+Default: no delay, and the world records no history.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
@@ -37,6 +45,15 @@ class SimCameraConfig:
     # Frame size per camera (the sample dataset's 240x320).
     height: int = 240
     width: int = 320
+    # Injected latency per camera (simulated seconds; absent = 0): see the module docstring.
+    delays_s: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, delay in self.delays_s.items():
+            if name not in self.names:
+                raise SimCameraError(f"delays_s names camera '{name}', which is not configured ({list(self.names)})")
+            if not (math.isfinite(delay) and delay >= 0):
+                raise SimCameraError(f"delays_s['{name}'] must be finite and >= 0 s, got {delay}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +84,9 @@ class SimCameras:
             raise SimCameraError(f"camera size {h}x{w} (HxW) must be positive and within the model's offscreen "
                                  f"buffer {max_h}x{max_w}; raise <visual><global offwidth/offheight> in the MJCF")
         self._snapshot = mujoco.MjData(model)
+        if self.config.delays_s:
+            with world.lock:
+                world.keep_history(max(self.config.delays_s.values()))
         self._renderer: mujoco.Renderer | None = None
         self._owner: int | None = None
 
@@ -83,12 +103,14 @@ class SimCameras:
     def capture_all(self, names: tuple[str, ...] | None = None) -> dict[str, RenderedFrame]:
         """Every configured camera (or `names`) rendered from one simulated instant."""
         renderer = self._renderer_for_this_thread()
-        stamp = self._copy_state()
+        wanted = names if names is not None else self.config.names
         frames = {}
-        for name in names if names is not None else self.config.names:
-            renderer.update_scene(self._snapshot, camera=name)
-            frames[name] = RenderedFrame(name, renderer.render(), stamp)
-        return frames
+        for delay in sorted({self.config.delays_s.get(n, 0.0) for n in wanted}):
+            stamp = self._copy_state(delay)
+            for name in (n for n in wanted if self.config.delays_s.get(n, 0.0) == delay):
+                renderer.update_scene(self._snapshot, camera=name)
+                frames[name] = RenderedFrame(name, renderer.render(), stamp)
+        return {name: frames[name] for name in wanted}
 
     def close(self) -> None:
         """Free the GL context (on the owning thread; elsewhere the context cannot be made current)."""
@@ -106,9 +128,11 @@ class SimCameras:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------------------------
-    def _copy_state(self) -> float:
+    def _copy_state(self, delay: float = 0.0) -> float:
         with self.world.lock:
             mujoco.mj_copyData(self._snapshot, self.world.model, self.world.data)
+            if delay > 0:
+                self._snapshot.qpos[:] = self.world.past_qpos(self.world.time - delay)
             stamp = self.world.stamp()
         # After mj_step the stored body poses lag qpos by one step; recompute them for the stamped instant.
         mujoco.mj_kinematics(self.world.model, self._snapshot)

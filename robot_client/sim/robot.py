@@ -14,6 +14,12 @@ Timestamps (JointState.timestamp, camera frames) are simulated time mapped onto 
 (SimWorld.stamp): in real-time mode they follow the wall clock; otherwise they start at the monotonic time of
 the connect/reset and advance with simulated time only, so their differences are simulated durations.
 
+Injected command latency (SimConfig.command_delay_s, for the latency calibration's tests; default 0 = none):
+each `command()` takes effect that many simulated seconds after it was sent, as a real bus and motor driver
+delay it; the motors keep following the previous target meanwhile. `hold()` and the holds on a fault act at once
+and drop the commands still in flight: they stand for the driver's own safe reaction, and a simulated delay must
+never postpone a stop.
+
 Faults: a joint whose |commanded - measured| exceeds `config.safety.max_tracking_error` continuously for
 `SimConfig.tracking_hold_s` latches a `tracking_error` fault naming it; `inject_stuck` makes a joint stop
 following its commands to provoke one, `inject_fault` raises a motor-style error directly. On any fault the
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +80,12 @@ class SimConfig:
     # Real-time stepping thread: wake-up period and the lag after which it drops the backlog.
     realtime_period_s: float = 0.001
     realtime_max_lag_s: float = 0.1
+    # Injected latency: commands take effect this many simulated seconds after command() (0 = at once).
+    command_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.command_delay_s) and self.command_delay_s >= 0):
+            raise ValueError(f"SimConfig.command_delay_s must be finite and >= 0, got {self.command_delay_s}")
 
 
 class SimRobot(Robot):
@@ -90,7 +103,8 @@ class SimRobot(Robot):
         self._world: SimWorld | None = None
         self._stepper: RealtimeStepper | None = None
         self._enabled = False
-        self._commanded = np.zeros(n)
+        self._commanded = np.zeros(n)  # the targets the motors follow now (after any injected delay)
+        self._in_flight: deque[tuple[float, F64]] = deque()  # (sim time it takes effect, targets)
         self._sim_target = 0.0
         self._latched: list[FaultRecord] = []
         self._injected: dict[str, FaultRecord] = {}
@@ -143,6 +157,7 @@ class SimRobot(Robot):
         with world.lock:
             world.reset(self.sim_config.seed if seed is None else seed, object_poses, joint_positions)
             self._commanded = world.positions()
+            self._in_flight.clear()
             self._stuck = {i: float(self._commanded[i]) for i in self._stuck}
             self._latched.clear()
             self._monitor.reset()
@@ -158,6 +173,7 @@ class SimRobot(Robot):
             self._monitor.reset()
             world.set_limp(False)
             self._commanded = world.positions()
+            self._in_flight.clear()
             self._apply_targets()
             self._enabled = True
 
@@ -201,8 +217,11 @@ class SimRobot(Robot):
             self._raise_if_faulted("command")
             if not self._enabled:
                 raise RobotCommandError("command refused: the robot is disabled (call enable())")
-            self._commanded = target.copy()
-            self._apply_targets()
+            if self.sim_config.command_delay_s > 0:
+                self._in_flight.append((world.time + self.sim_config.command_delay_s, target.copy()))
+            else:
+                self._commanded = target.copy()
+                self._apply_targets()
             if self._stepper is None and self.sim_config.step_on_command:
                 self._sim_target += self.period_s
                 self._advance_locked(self._sim_target)
@@ -214,6 +233,7 @@ class SimRobot(Robot):
         with world.lock:
             if self._enabled:
                 self._commanded = world.positions()
+                self._in_flight.clear()
                 self._apply_targets()
 
     def status(self) -> RobotStatus:
@@ -316,6 +336,7 @@ class SimRobot(Robot):
 
     def _hold_locked(self) -> None:
         self._commanded = self.world.positions()
+        self._in_flight.clear()
         self._apply_targets()
         self._monitor.reset()
 
@@ -329,6 +350,7 @@ class SimRobot(Robot):
         world = self.world
         half_step = 0.5 * world.timestep
         while world.time < target - half_step:
+            self._deliver_due(world.time + half_step)
             world.step()
             if world.diverged():
                 self._latch(FaultRecord(SIM_JOINT, "diverged", "MuJoCo reported unstable accelerations"))
@@ -337,6 +359,15 @@ class SimRobot(Robot):
                 violation = self._monitor.update(world.time, self._commanded, world.positions())
                 if violation is not None:
                     self._latch(FaultRecord(violation.joint, TRACKING_ERROR, violation.message))
+
+    def _deliver_due(self, now: float) -> None:
+        """Commands in flight whose delay has passed by `now` become the motors' targets (the latest wins)."""
+        due = None
+        while self._in_flight and self._in_flight[0][0] <= now:
+            due = self._in_flight.popleft()[1]
+        if due is not None and self._enabled:
+            self._commanded = due
+            self._apply_targets()
 
     def _on_stepper_error(self, exc: BaseException) -> None:
         lock = self._world.lock if self._world is not None else threading.RLock()

@@ -12,6 +12,10 @@ Clock: `stamp()` maps simulated time onto the `time.monotonic()` axis as offset 
 when the world is created or reset (to the current monotonic time, never below a stamp already handed out), so
 stamps are strictly non-decreasing for the life of the world, and differences between stamps equal simulated
 durations. When the simulation runs faster than real time, stamps run ahead of `time.monotonic()`.
+
+Past states (`keep_history`, `past_qpos`): a delayed camera must show the scene as it was some time ago, and
+only the stepper sees every intermediate state, so when a consumer asks for it each `step()` records
+(time, qpos) and keeps the last `seconds` of them. Off (and free) by default.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +79,8 @@ class SimWorld:
                                 f"(free bodies: {list(self.object_names)})")
         self._gravcomp = self.model.body_gravcomp.copy()
         self._clock_offset = time.monotonic()
+        self._history_s = 0.0
+        self._history: deque[tuple[float, F64]] = deque()
 
     # -- model lookups -----------------------------------------------------------------------------------------
     def _bind(self, name: str) -> JointBinding:
@@ -188,6 +195,34 @@ class SimWorld:
         mujoco.mj_kinematics(self.model, self.data)
         return np.array(self.data.site_xpos[site], dtype=np.float64)
 
+    # -- past states (delayed cameras) -------------------------------------------------------------------------
+    def keep_history(self, seconds: float) -> None:
+        """Record the joint state of every later step, keeping at least the last `seconds` (the longest wins)."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"keep_history: seconds must be finite and >= 0, got {seconds}")
+        self._history_s = max(self._history_s, float(seconds))
+        if self._history_s > 0 and not self._history:
+            self._record()
+
+    def past_qpos(self, t: float) -> F64:
+        """qpos at the last recorded step at or before simulated time `t` (the oldest record when `t` precedes
+        them all, e.g. right after a reset; the current qpos when no history is kept)."""
+        if not self._history:
+            return np.array(self.data.qpos, dtype=np.float64)
+        chosen = self._history[0][1]
+        for stamp, qpos in reversed(self._history):
+            if stamp <= t + 1e-9:
+                chosen = qpos
+                break
+        return chosen.copy()
+
+    def _record(self) -> None:
+        now = float(self.data.time)
+        self._history.append((now, np.array(self.data.qpos, dtype=np.float64)))
+        # Keep one record at or before now - history_s, so the full window can always be answered.
+        while len(self._history) > 1 and self._history[1][0] <= now - self._history_s:
+            self._history.popleft()
+
     # -- reset / stepping --------------------------------------------------------------------------------------
     def reset(self, seed: int, object_poses: Mapping[str, Pose] | None = None,
               joint_positions: F64 | None = None) -> None:
@@ -207,9 +242,14 @@ class SimWorld:
             self.set_object_pose(name, pose)
         mujoco.mj_forward(self.model, self.data)
         self._clock_offset = max(time.monotonic(), previous)
+        self._history.clear()  # a fresh episode has no past: delayed cameras show its first state
+        if self._history_s > 0:
+            self._record()
 
     def step(self) -> None:
         mujoco.mj_step(self.model, self.data)
+        if self._history_s > 0:
+            self._record()
 
     def diverged(self) -> bool:
         """True once MuJoCo reported unstable accelerations (it then silently resets the state)."""

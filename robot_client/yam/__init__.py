@@ -6,5 +6,6 @@ Modules, one job each:
 - `bus`: opening a python-can bus for an arm, with actionable errors when the link is down.
 - `gripper`: motor radians <-> normalized gripper opening.
 - `arm`: one arm (6 joints + gripper on one bus); `driver`: `YamRobot`, the `Robot` backend.
+- `rig_calibration`: the rig calibration file's zero offsets and gripper limits, checked and handed to the arms.
 - `motor_model` / `emulator`: emulated motors speaking the protocol on a bus, with fault injection.
 """

@@ -12,6 +12,13 @@ Safety decisions, and why:
 - The motor-side watchdog (register 9) is programmed at connect, so a dead host puts the motors in damping mode
   instead of leaving them on their last command.
 
+Two position spaces: *motor* positions are what the motors report and what MIT frames carry; *joint* angles are
+what the robot interface speaks. They differ by the measured zero offsets (`zero_offsets`, from the rig
+calibration file): joint angle = motor reading - offset, motor target = joint target + offset. The gripper has no
+offset (its closed/open motor positions already say where its stroke is). Everything that talks to the motors
+(holding, safe stops, the calibration procedures' `command_motors`) stays in motor space, so a stop never mixes
+the two.
+
 Gravity compensation is not applied yet: `feedforward` is the hook for per-motor feed-forward torques.
 """
 
@@ -33,7 +40,8 @@ from robot_client.yam.transport import Exchange, NoReplyError, Reply, Request, T
 
 F64 = npt.NDArray[np.float64]
 
-# (arm name, measured motor positions, measured motor velocities) -> feed-forward torque per motor (N m).
+# (arm name, measured joint angles (zero offsets applied; gripper in motor rad), measured motor velocities)
+# -> feed-forward torque per motor (N m).
 FeedForward = Callable[[str, F64, F64], F64]
 
 
@@ -81,7 +89,9 @@ class YamArm:
     """
 
     def __init__(self, config: ArmConfig, bus: can.BusABC, joint_limits: Mapping[str, JointLimits],
-                 options: YamOptions | None = None, feedforward: FeedForward | None = None) -> None:
+                 options: YamOptions | None = None, feedforward: FeedForward | None = None,
+                 zero_offsets: Sequence[float] | None = None) -> None:
+        """`zero_offsets`: per joint (gripper excluded), motor rad; None = the motors' own zeros are right."""
         self.config = config
         self.options = options or YamOptions()
         self.transport = Transport(bus, self.options.transport())
@@ -96,11 +106,18 @@ class YamArm:
                                                         strict=True))
         ]
         self.gripper_index = len(config.joints)
+        offsets = [0.0] * len(config.joints) if zero_offsets is None else [float(v) for v in zero_offsets]
+        if len(offsets) != len(config.joints) or not np.isfinite(offsets).all():
+            raise RobotError(f"arm '{config.name}': zero_offsets must be {len(config.joints)} finite numbers (one "
+                             f"per joint {list(config.joints)}), got {list(offsets)}")
+        self.zero_offsets: F64 = np.array([*offsets, 0.0], dtype=np.float64)  # gripper last, never offset
         self.gripper_map: GripperMap | None = None
         if config.gripper_limits is not None:
             self.gripper_map = gripper_map_for(config, self.motors[self.gripper_index].limits.p_max)
         self.faults: list[FaultRecord] = []
         self.enabled = False
+        # Motor positions a hold keeps (latched at the first hold after a command; see prepare_hold).
+        self._hold_pose: F64 | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -126,6 +143,12 @@ class YamArm:
         """Clear errors, check positions, then enable each motor holding where it is (never a jump)."""
         self._refuse_if_faulted("enable")
         self.gripper_map = gripper_map_for(self.config, self.motors[self.gripper_index].limits.p_max)
+        self.enable_holding()
+
+    def enable_holding(self) -> None:
+        """`enable()` without requiring a calibrated gripper: for the gripper calibration, which drives the gripper
+        motor itself (`command_motors`) while every joint holds. Same checks, same no-jump enabling."""
+        self._refuse_if_faulted("enable")
         clear = [self._special_request(m, dm.SpecialCommand.CLEAR_ERROR) for m in self.motors]
         self._absorb(self._exchange(clear, self.options.setup_retries, "clear error"))
         faults = [f for m in self.motors if (f := self._status_fault(m, allow_disabled=True)) is not None]
@@ -146,6 +169,7 @@ class YamArm:
             if fault is not None:
                 self._fail([fault])
         self.enabled = True
+        self._hold_pose = None
 
     def disable(self) -> tuple[str, ...]:
         """Disable every motor (limp). Never raises for silent motors: returns their names instead."""
@@ -161,6 +185,80 @@ class YamArm:
         for m in self.motors:
             m.enabled = False
         return silent
+
+    # -- calibration support (motor space) -------------------------------------------------------------------------
+    def read_limp(self) -> F64:
+        """Every motor's position (motor rad), read while the motors stay disabled (limp).
+
+        Each motor is sent the disable command, which it answers with a feedback frame: nothing is energized, so
+        nothing can move because of us (a motor that was enabled goes limp). Silence or an error status is a
+        fault naming the joint (an error status would make the reading untrustworthy).
+        """
+        self._refuse_if_faulted("read")
+        self.enabled = False
+        requests = [self._special_request(m, dm.SpecialCommand.DISABLE) for m in self.motors]
+        self._absorb(self._exchange(requests, self.options.setup_retries, "disable (limp read)"))
+        for m in self.motors:
+            m.enabled = False
+        faults = [f for m in self.motors if (f := self._status_fault(m, allow_disabled=True)) is not None]
+        if faults:
+            self._fail(faults)
+        return self.motor_positions()
+
+    def save_motor_zero(self, names: Collection[str]) -> None:
+        """Send save-zero (0xFE) to the named motors: their current position becomes 0, stored in motor flash.
+
+        Refused while the arm is enabled: a motor holding an MIT target whose zero moves under it would jump to
+        the old number. Flash wears, so this is for a deliberate re-zeroing, never routine start-up.
+        """
+        unknown = sorted(set(names) - set(self.names))
+        if unknown:
+            raise RobotCommandError(f"arm '{self.config.name}': no motors {unknown} (motors {list(self.names)})")
+        if self.enabled or any(m.enabled for m in self.motors):
+            raise RobotCommandError(f"arm '{self.config.name}': save-zero refused while motors are enabled; "
+                                    f"disable the arm first")
+        self._refuse_if_faulted("save zero")
+        chosen = [m for m in self.motors if m.name in names]
+        for m in chosen:
+            m.position = None  # the reading restarts at the new zero: do not unwrap against the old one
+        self._absorb(self._exchange([self._special_request(m, dm.SpecialCommand.SAVE_ZERO) for m in chosen],
+                                    self.options.setup_retries, "save zero"))
+
+    def motor_positions(self) -> F64:
+        """Latest measured motor positions (motor rad, unwrapped, no zero offsets, gripper not normalized)."""
+        return self._measured_motor_positions()
+
+    def command_motors(self, positions: F64, *, kp: F64 | None = None, kd: F64 | None = None,
+                       extra_torque: F64 | None = None) -> None:
+        """One MIT cycle in motor units, for calibration procedures: no zero offsets, no gripper map.
+
+        `kp`/`kd` default to the configured gains; `extra_torque` is added to the feed-forward. The gripper
+        calibration uses it to hold every joint at its measured position (configured gains) while the gripper
+        motor gets kp = 0, a small kd and a torque. Replies are checked like any command cycle.
+        """
+        self._refuse_if_faulted("command")
+        if not self.enabled:
+            raise RobotCommandError(f"arm '{self.config.name}': not enabled (call enable_holding())")
+        n = len(self.motors)
+        given = {"positions": positions, "kp": kp, "kd": kd, "extra_torque": extra_torque}
+        defaults = {"kp": [m.kp for m in self.motors], "kd": [m.kd for m in self.motors], "extra_torque": [0.0] * n}
+        arrays: dict[str, F64] = {}
+        for label, value in given.items():
+            arr = np.asarray(defaults.get(label) if value is None else value, dtype=np.float64)
+            if arr.shape != (n,) or not np.isfinite(arr).all():
+                raise RobotCommandError(f"arm '{self.config.name}': {label} must be {n} finite numbers, got {arr!r}")
+            arrays[label] = arr
+        if (arrays["kp"] < 0).any() or (arrays["kd"] < 0).any():
+            raise RobotCommandError(f"arm '{self.config.name}': gains must be >= 0")
+        for m in self.motors:
+            if abs(arrays["positions"][m.index]) > m.limits.p_max:
+                raise RobotCommandError(f"{m.name}: motor target {arrays['positions'][m.index]:.3f} rad beyond the "
+                                        f"+-{m.limits.p_max} rad MIT range")
+        torque = self._feedforward() + arrays["extra_torque"]
+        requests = [self._mit_request(m, float(arrays["positions"][m.index]), float(torque[m.index]),
+                                      kp=float(arrays["kp"][m.index]), kd=float(arrays["kd"][m.index]))
+                    for m in self.motors]
+        self.finish(self.post(requests))
 
     def clear_faults(self) -> None:
         """Forget latched faults. Motors stay as they are; `enable()` is still required to drive again."""
@@ -180,7 +278,8 @@ class YamArm:
         if arr.shape != (len(self.motors),):
             raise RobotCommandError(f"arm '{self.config.name}': expected {len(self.motors)} targets, "
                                     f"got shape {arr.shape}")
-        targets = arr.copy()
+        self._hold_pose = None  # a new target ends any hold: the next hold latches where the arm is then
+        targets = arr + self.zero_offsets  # joint angle + offset = motor position (gripper offset is 0)
         assert self.gripper_map is not None  # set by enable()
         if not np.isfinite(arr).all():
             bad = self.motors[int(np.flatnonzero(~np.isfinite(arr))[0])].name
@@ -193,11 +292,17 @@ class YamArm:
         return self._mit_requests(targets)
 
     def prepare_hold(self) -> list[Request]:
-        """MIT frames commanding every motor's measured position (stop where the arm is)."""
+        """MIT frames holding every motor where it was when the hold began (stop where the arm is).
+
+        The pose is latched at the first hold after a command (or enable) and reused while holds continue:
+        re-targeting the measured position on every frame would let the arm creep, since nothing then resists
+        the small velocity the MIT encoding gives a zero velocity target (or gravity, or a push)."""
         self._refuse_if_faulted("hold")
         if not self.enabled:
             raise RobotCommandError(f"arm '{self.config.name}': not enabled (call enable())")
-        return self._mit_requests(self._measured_motor_positions())
+        if self._hold_pose is None:
+            self._hold_pose = self._measured_motor_positions()
+        return self._mit_requests(self._hold_pose)
 
     def post(self, requests: Sequence[Request]) -> Exchange:
         return self.transport.post(requests)
@@ -276,7 +381,7 @@ class YamArm:
         missing = [m.name for m in self.motors if m.feedback is None]
         if missing:
             raise RobotError(f"no feedback yet from {missing}; call enable() first")
-        pos = self._measured_motor_positions()
+        pos = self._joint_positions()
         vel = np.array([m.feedback.velocity for m in self.motors if m.feedback is not None])
         eff = np.array([m.feedback.torque for m in self.motors if m.feedback is not None])
         g = self.gripper_index
@@ -297,6 +402,10 @@ class YamArm:
     def _by_id(self, motor_id: int) -> _Motor:
         return next(m for m in self.motors if m.motor_id == motor_id)
 
+    def _joint_positions(self) -> F64:
+        """Measured positions with the zero offsets applied (gripper still in motor rad)."""
+        return self._measured_motor_positions() - self.zero_offsets
+
     def _measured_motor_positions(self) -> F64:
         missing = [m.name for m in self.motors if m.position is None]
         if missing:
@@ -308,15 +417,17 @@ class YamArm:
         if self.feedforward is None or any(m.feedback is None for m in self.motors):
             return np.zeros(n)
         vel = np.array([m.feedback.velocity for m in self.motors if m.feedback is not None])
-        torques = np.asarray(self.feedforward(self.config.name, self._measured_motor_positions(), vel),
+        torques = np.asarray(self.feedforward(self.config.name, self._joint_positions(), vel),
                              dtype=np.float64)
         if torques.shape != (n,) or not np.isfinite(torques).all():
             raise RobotError(f"arm '{self.config.name}': feed-forward returned {torques!r}; expected {n} finite "
                              f"torques")
         return torques
 
-    def _mit_request(self, m: _Motor, position: float, torque: float) -> Request:
-        data = dm.pack_mit_command(m.motor_type, position, 0.0, m.kp, m.kd, torque)
+    def _mit_request(self, m: _Motor, position: float, torque: float, *, kp: float | None = None,
+                     kd: float | None = None) -> Request:
+        data = dm.pack_mit_command(m.motor_type, position, 0.0, m.kp if kp is None else kp, m.kd if kd is None else kd,
+                                   torque)
         return Request(key=m.motor_id, arbitration_id=dm.command_id(m.motor_id), data=data,
                        reply_id=dm.reply_id(m.motor_id))
 
@@ -380,11 +491,13 @@ class YamArm:
         for m in self.motors[:self.gripper_index]:
             lim = self.joint_limits[m.name]
             assert m.position is not None
-            if not lim.lower - tol <= m.position <= lim.upper + tol:
+            angle = m.position - float(self.zero_offsets[m.index])
+            if not lim.lower - tol <= angle <= lim.upper + tol:
                 faults.append(RobotFault(
                     m.name, "joint_limit_violation",
-                    f"reads {m.position:.3f} rad, more than {tol} rad outside [{lim.lower}, {lim.upper}]: the "
-                    f"motor's zero offset is probably wrong; re-zero it at the all-zero pose before enabling"))
+                    f"reads {angle:.3f} rad, more than {tol} rad outside [{lim.lower}, {lim.upper}]: the "
+                    f"motor's zero offset is probably wrong; measure it at the all-zero pose (`python -m calibration "
+                    f"joints`) before enabling"))
         if faults:
             self._fail(faults)
 

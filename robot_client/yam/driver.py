@@ -3,6 +3,10 @@
 Joint order is `config.joint_names` (each arm's joints then its gripper, arms in config order). A command cycle
 sends every arm's frames before collecting any reply, so two arms on two buses cost one round trip, not two.
 
+Calibration: before any bus is opened, the rig calibration file the config names (or the one passed in) is
+checked against the config and its zero offsets and gripper limits are handed to the arms
+(`robot_client.yam.rig_calibration`); a file that does not fit refuses the robot before anything moves.
+
 A fault on any arm stops the whole robot: that arm holds its healthy motors and disables the faulted ones, the
 other arms hold where they are. Commands stay refused until `clear_faults()` and `enable()`: a bimanual task
 with one arm down is not something to carry on with unattended.
@@ -11,7 +15,9 @@ with one arm down is not something to carry on with unattended.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import can
 import numpy as np
@@ -20,17 +26,26 @@ from robot_client.config import ArmConfig, RobotConfig
 from robot_client.robot import F64, JointState, Robot, RobotCommandError, RobotError, RobotFault, RobotStatus
 from robot_client.yam.arm import FaultsLatched, FeedForward, YamArm, YamOptions
 from robot_client.yam.bus import open_bus
+from robot_client.yam.rig_calibration import load_robot_calibration, resolve_calibration
 from robot_client.yam.transport import Exchange
+
+if TYPE_CHECKING:
+    from calibration.calfile import RigCalibration
 
 BusFactory = Callable[[ArmConfig], can.BusABC]
 
 
 class YamRobot(Robot):
-    """Real bimanual (or single) YAM robot. Thread-safe: calls are serialized by a lock."""
+    """Real bimanual (or single) YAM robot. Thread-safe: calls are serialized by a lock.
+
+    `calibration`: the rig calibration to apply; None = the file `config.calibration` names (if any).
+    """
 
     def __init__(self, config: RobotConfig, *, options: YamOptions | None = None,
-                 bus_factory: BusFactory = open_bus, feedforward: FeedForward | None = None) -> None:
+                 bus_factory: BusFactory = open_bus, feedforward: FeedForward | None = None,
+                 calibration: RigCalibration | None = None) -> None:
         self.config = config
+        self._calibration = calibration
         self.options = options or YamOptions()
         self._bus_factory = bus_factory
         self._feedforward = feedforward
@@ -45,16 +60,21 @@ class YamRobot(Robot):
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Open every arm's bus and program the motor watchdogs. Motors are not enabled."""
+        """Check the rig calibration, open every arm's bus and program the motor watchdogs. Motors are not
+        enabled. A calibration that does not fit raises RigCalibrationError before any bus is opened."""
         with self._lock:
             if self._arms:
                 return
+            calibration = self._calibration if self._calibration is not None else load_robot_calibration(self.config)
+            arms = resolve_calibration(self.config, calibration)
             try:
                 start = 0
-                for arm_cfg in self.config.arms:
+                for cal in arms:
+                    arm_cfg = cal.config
                     bus = self._bus_factory(arm_cfg)
                     self._buses.append(bus)
-                    self._arms.append(YamArm(arm_cfg, bus, self.config.limits, self.options, self._feedforward))
+                    self._arms.append(YamArm(arm_cfg, bus, self.config.limits, self.options, self._feedforward,
+                                             zero_offsets=cal.zero_offsets))
                     self._slices.append(slice(start, start + len(arm_cfg.names)))
                     start += len(arm_cfg.names)
                 for arm in self._arms:
@@ -182,3 +202,27 @@ class YamRobot(Robot):
         self._slices.clear()
         if errors and raise_errors:
             raise RobotError(f"closing CAN buses failed: {errors}")
+
+
+@contextmanager
+def open_arm(config: RobotConfig, arm_name: str, *, zero_offsets: Sequence[float] | None = None,
+             options: YamOptions | None = None, bus_factory: BusFactory = open_bus) -> Iterator[YamArm]:
+    """One arm alone on its bus, watchdog programmed, motors not enabled; disabled (limp) and closed on exit.
+
+    For the calibration procedures, which work arm by arm in motor units and must not depend on the calibration
+    they are measuring (so no rig calibration is applied here; `zero_offsets` only when the caller wants them).
+    """
+    arm_cfg = next((a for a in config.arms if a.name == arm_name), None)
+    if arm_cfg is None:
+        raise RobotCommandError(f"no arm {arm_name!r} in {config.source or config.name} (arms: "
+                                f"{[a.name for a in config.arms]})")
+    bus = bus_factory(arm_cfg)
+    try:
+        arm = YamArm(arm_cfg, bus, config.limits, options, zero_offsets=zero_offsets)
+        try:
+            arm.configure_watchdog()
+            yield arm
+        finally:
+            arm.disable()
+    finally:
+        bus.shutdown()

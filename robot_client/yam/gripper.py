@@ -1,8 +1,9 @@
 """Gripper motor radians <-> normalized opening (0 = closed, 1 = open).
 
 The linear grippers' motors travel more than 2 pi over the stroke, so the motor position alone does not say
-how open the jaw is: the closed and open motor positions are measured per arm (calibration) and pinned in the
-config as `gripper_limits = [closed, open]`. Either order is valid (open may be below closed, e.g. a motor
+how open the jaw is: the closed and open motor positions are measured per arm (`python -m calibration gripper`,
+written to the rig calibration file) or pinned in the robot config as `gripper_limits = [closed, open]`; the
+file wins (`robot_client.yam.rig_calibration`). Either order is valid (open may be below closed, e.g. a motor
 mounted in reverse). Without them the gripper cannot be driven safely, so the driver refuses to enable.
 """
 
@@ -51,9 +52,10 @@ def gripper_map_for(arm: ArmConfig, p_max: float) -> GripperMap:
     """The arm's gripper map; refuses an uncalibrated gripper or limits the motor cannot be commanded to."""
     if arm.gripper_limits is None:
         raise GripperCalibrationError(
-            f"{arm.gripper}: gripper_limits are not set for arm '{arm.name}'; the gripper is not calibrated. "
-            f"Measure the closed/open motor positions (`python -m calibration gripper`) and pin them in the robot "
-            f"config as gripper_limits = [closed, open] before enabling")
+            f"{arm.gripper}: the gripper is not calibrated: no gripper range for arm '{arm.name}' in the rig "
+            f"calibration file and no gripper_limits in the robot config. Measure it with `python -m calibration "
+            f"gripper --calibration FILE --arm {arm.name}` and name FILE as [robot] calibration in the robot config "
+            f"(or pass --calibration FILE), or pin gripper_limits = [closed, open] in the arm's table")
     closed, opened = arm.gripper_limits
     for value in (closed, opened):
         if not abs(value) <= p_max:
