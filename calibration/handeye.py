@@ -332,10 +332,14 @@ def solve(base_links: Sequence[F64], cam_boards: Sequence[F64], method: str = "p
     if not hasattr(cv2, "calibrateHandEye"):
         raise HandEyeError(f"method {method!r} needs cv2.calibrateHandEye, which this OpenCV build "
                            f"({cv2.__version__}) does not expose (opencv/opencv#29565); use --method park")
-    rotation, translation = cv2.calibrateHandEye(
-        [t[:3, :3] for t in base_links], [t[:3, 3] for t in base_links],
-        [t[:3, :3] for t in cam_boards], [t[:3, 3] for t in cam_boards],
-        method=getattr(cv2, OPENCV_METHODS[method]))
+    try:
+        rotation, translation = cv2.calibrateHandEye(
+            [t[:3, :3] for t in base_links], [t[:3, 3] for t in base_links],
+            [t[:3, :3] for t in cam_boards], [t[:3, 3] for t in cam_boards],
+            method=getattr(cv2, OPENCV_METHODS[method]))
+    except cv2.error as exc:  # e.g. inconsistent poses: "determinant(R) is null" in its rotation step
+        message = str(exc).strip().splitlines()[-1]
+        raise HandEyeError(f"hand-eye method {method!r} found no solution for these views: {message}") from None
     pose = np.eye(4)
     pose[:3, :3] = _orthonormal(np.asarray(rotation, dtype=np.float64))
     pose[:3, 3] = np.asarray(translation, dtype=np.float64).reshape(3)
@@ -413,9 +417,17 @@ def calibrate_hand_eye(board_views: Sequence[BoardView], base_links: Mapping[str
                            f"{options.min_rotation_deg:g}) with rotation-axis spread {axis_spread:.2f} (need >= "
                            f"{options.min_axis_spread:g}); tilt and turn the wrist about different axes between "
                            f"shots, or X is not determined")
-    solutions = {name: solve(links, boards, name) for name in methods}
-    by_method = {name: board_spread(images, links, x, boards) for name, x in solutions.items()}
+    solutions: dict[str, F64] = {}
+    unsolved: dict[str, str] = {}
+    for name in methods:  # a method that cannot solve these views is reported, and the others still compared
+        try:
+            solutions[name] = solve(links, boards, name)
+        except HandEyeError as exc:
+            unsolved[name] = str(exc)
     method = options.method
+    if method in unsolved or not solutions:
+        raise HandEyeError("; ".join(unsolved.values()) + " (are the poses those of the images, in order?)")
+    by_method = {name: board_spread(images, links, x, boards) for name, x in solutions.items()}
     if method == "best":
         method = min(by_method, key=lambda n: by_method[n].rms_mm / options.max_residual_mm
                      + by_method[n].rms_deg / options.max_residual_deg)
