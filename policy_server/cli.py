@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from policy_server.auth import TOKEN_ENV, load_token
+from policy_server.batching import BatchingConfig
 from policy_server.policy import Policy
 from policy_server.server import DEFAULT_MAX_REQUEST_BYTES, PolicyServer, ServerConfig, TlsConfig
 
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at start")
     model.add_argument("--allow-stats-mismatch", action="store_true",
                        help="serve even if --dataset is clearly not normalized by the checkpoint's stats")
+    batch = serve.add_argument_group("batching (several clients sharing one server)")
+    batch.add_argument("--max-batch", type=int, default=None,
+                       help="run up to N concurrent requests in one model call; 1 = off (default: "
+                            f"{BatchingConfig.max_batch} for pi05 on CUDA; off on CPU, where a batch costs as much as "
+                            "its requests one by one, and for the dataset policy, which has no model)")
+    batch.add_argument("--batch-wait-ms", type=float, default=BatchingConfig.max_wait_ms,
+                       help="after a request arrives, wait up to this long for others to join its batch "
+                            f"(default {BatchingConfig.max_wait_ms:g}; a lone client pays it per request)")
     net = serve.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1 = loopback only; 0.0.0.0 exposes it to the network)")
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_policy(args: argparse.Namespace) -> Policy:
-    kind = args.policy or ("pi05" if args.checkpoint else "dataset")
+    kind = policy_kind(args)
     if kind == "pi05":
         if args.checkpoint is None:
             raise SystemExit("--policy pi05 needs --checkpoint DIR")
@@ -89,6 +98,34 @@ def build_policy(args: argparse.Namespace) -> Policy:
     raise SystemExit(f"unknown policy {kind}")
 
 
+def policy_kind(args: argparse.Namespace) -> str:
+    return str(args.policy or ("pi05" if args.checkpoint else "dataset"))
+
+
+def _serves_on_cuda(device: str) -> bool:
+    from policy_server.pi05_policy import resolve_device
+
+    try:
+        return resolve_device(device).type == "cuda"
+    except (ValueError, RuntimeError):
+        return False  # a bad --device is refused, by name, when the policy is built
+
+
+def build_batching(args: argparse.Namespace) -> BatchingConfig | None:
+    """--max-batch / --batch-wait-ms -> config; None = off (each request runs alone)."""
+    max_batch = args.max_batch if args.max_batch is not None else \
+        (BatchingConfig.max_batch if policy_kind(args) == "pi05" and _serves_on_cuda(args.device) else 1)
+    if max_batch < 1:
+        raise SystemExit(f"--max-batch must be >= 1 (1 = off), got {max_batch}")
+    if max_batch == 1:
+        return None
+    try:
+        return BatchingConfig(max_batch=max_batch, max_wait_ms=args.batch_wait_ms,
+                              max_queue=max(BatchingConfig.max_queue, max_batch))
+    except ValueError as exc:
+        raise SystemExit(f"--batch-wait-ms: {exc}") from None
+
+
 def build_config(args: argparse.Namespace) -> ServerConfig:
     tls = None
     if args.tls_cert or args.tls_key:
@@ -106,6 +143,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         tls=tls,
         token=load_token(args.token_file),
         replica_name=args.replica_name,
+        batching=build_batching(args),
     )
 
 

@@ -1,7 +1,8 @@
-"""Transport-independent request handling: validate -> policy -> checked response.
+"""Transport-independent request handling: validate -> policy (alone or in a batch) -> checked response.
 
 The gRPC servicer and the openpi-compatible websocket endpoint both call `InferenceCore.infer`, so a request
-is validated, timed and checked the same way whichever wire it came over.
+is validated, timed and checked the same way whichever wire it came over. With batching on, validated requests
+go through a `Batcher` that runs several in one `policy.infer_batch` call; each still gets its own response.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from policy_server import __version__
-from policy_server.policy import Policy, PolicyError
+from policy_server.batching import Batcher, BatchingConfig
+from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput
 from policy_server.validate import validate_request
 from protos import policy_pb2 as pb
 from protos.codec import numpy_to_tensor
@@ -31,7 +34,7 @@ class CoreCounters:
 
 
 class InferenceCore:
-    def __init__(self, policy: Policy, *, max_request_bytes: int) -> None:
+    def __init__(self, policy: Policy, *, max_request_bytes: int, batching: BatchingConfig | None = None) -> None:
         self.policy = policy
         self.spec = policy.spec
         self.max_request_bytes = max_request_bytes
@@ -43,6 +46,12 @@ class InferenceCore:
         self._policy_lock: AbstractContextManager[object] = (
             nullcontext() if policy.concurrent_safe else threading.Lock()
         )
+        self.batcher: Batcher | None = None
+        if batching is not None:
+            if not policy.supports_batching:
+                log.warning("policy '%s' has no batched path: batching only queues its requests one by one",
+                            self.spec.policy_type)
+            self.batcher = Batcher(self._run_batch, batching)
 
     def _count(self, name: str) -> None:
         with self._counter_lock:
@@ -62,8 +71,11 @@ class InferenceCore:
         t_valid = time.perf_counter()
         noise_seed = request.noise_seed if request.HasField("noise_seed") else None
         try:
-            with self._policy_lock:
-                out = self.policy.infer(obs, noise_seed=noise_seed)
+            if self.batcher is not None and self.policy.batchable(obs):
+                out = self.batcher.submit(obs, noise_seed)
+            else:
+                with self._policy_lock:
+                    out = self.policy.infer(obs, noise_seed=noise_seed)
             self._check_actions(out.actions)
         except Exception:
             self._count("failed")
@@ -107,6 +119,16 @@ class InferenceCore:
                 f"dim {dim} ({self.spec.action_names[dim]}); {len(bad)} non-finite values in the chunk"
             )
 
+    def _run_batch(self, items: Sequence[BatchItem]) -> list[PolicyOutput | Exception]:
+        # Same lock as the lone path: requests the policy keeps out of batches (RTC) and resets interleave safely.
+        with self._policy_lock:
+            return self.policy.infer_batch(items)
+
     def reset(self, episode_index: int) -> None:
         with self._policy_lock:
             self.policy.reset(episode_index)
+
+    def close(self, drain_s: float = 0.0) -> None:
+        """Stop batching: queued requests run for up to `drain_s`, the rest fail with a shutdown error."""
+        if self.batcher is not None:
+            self.batcher.close(drain_s)

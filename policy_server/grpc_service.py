@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
+from policy_server.batching import BatcherClosed, BatchQueueFull
 from policy_server.core import InferenceCore
 from policy_server.policy import PolicyError
 from protos import policy_pb2 as pb
@@ -53,6 +54,10 @@ def classify(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, exc.field, str(exc)
     if isinstance(exc, PolicyError):
         return grpc.StatusCode.INTERNAL, "", str(exc)
+    if isinstance(exc, BatcherClosed):  # shutting down: clients retry (another replica)
+        return grpc.StatusCode.UNAVAILABLE, "", str(exc)
+    if isinstance(exc, BatchQueueFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "", str(exc)
     return grpc.StatusCode.INTERNAL, "", f"internal error in policy server: {type(exc).__name__}: {exc}"
 
 

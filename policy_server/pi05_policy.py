@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
 from policy_server.normalization.checkpoint import build_pipeline
 from policy_server.normalization.errors import NormalizationError, SelfTestError
 from policy_server.normalization.pipeline import NormalizationPipeline
+from policy_server.normalization.report import NormReport
 from policy_server.normalization.selftest import round_trip_selftest
-from policy_server.policy import Policy, PolicyError, PolicyOutput, PolicyWarning
+from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput, PolicyWarning
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.preflight import MemoryEstimate, preflight
 from policy_server.spec import CameraSpec, PolicySpec, PreprocessingSpec
@@ -61,8 +63,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass
+class _Prepared:
+    """One request ready for the model: its inputs (batch of 1) and what the output steps need."""
+
+    inputs: ModelInputs
+    robot_state: np.ndarray
+    in_report: NormReport
+    warnings: list[PolicyWarning]
+    guidance: RtcGuidance | None
+    preprocess_ms: float
+
+
 class Pi05Policy(Policy):
     concurrent_safe = False  # one model, one stream of work: the server serializes calls
+    supports_batching = True  # infer_batch shares one sample_actions call
 
     def __init__(self, options: Pi05ServeOptions) -> None:
         t0 = time.perf_counter()
@@ -157,7 +172,8 @@ class Pi05Policy(Policy):
         return RtcGuidance(previous=torch.from_numpy(previous)[None].to(self.device), weights=weights.to(self.device),
                            max_guidance=self.config.rtc.max_guidance)
 
-    def infer(self, obs: ObservationInput, noise_seed: int | None = None) -> PolicyOutput:
+    def _prepare(self, obs: ObservationInput) -> _Prepared:
+        """Normalization, tokenization, images and RTC guidance of one request. Raises WireError naming the field."""
         t0 = time.perf_counter()
         try:
             prepared, in_report = self.pipeline.prepare(obs.state)
@@ -182,25 +198,107 @@ class Pi05Policy(Policy):
             token_masks=torch.from_numpy(tokenized.mask)[None].to(self.device),
         )
         guidance = self._rtc(obs.rtc, prepared.robot_state) if obs.rtc is not None else None
-        t1 = time.perf_counter()
-        normalized = self.model.sample_actions(inputs, seed=noise_seed, rtc=guidance)
+        return _Prepared(inputs=inputs, robot_state=prepared.robot_state, in_report=in_report, warnings=warnings,
+                         guidance=guidance, preprocess_ms=(time.perf_counter() - t0) * 1e3)
+
+    def _sample(
+        self, inputs: ModelInputs, noise: torch.Tensor, guidance: RtcGuidance | None
+    ) -> tuple[torch.Tensor, float]:
+        """One model call on a batch; returns normalized actions [B, H, A] and the call's time in ms."""
+        t0 = time.perf_counter()
+        normalized = self.model.sample_actions(inputs, noise, rtc=guidance)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
+        return normalized, (time.perf_counter() - t0) * 1e3
+
+    def _noise(self, noise_seed: int | None) -> torch.Tensor:
+        """[1, H, A] noise of one request: the same draw whether the request runs alone or in a batch."""
+        return self.model.sample_noise(1, noise_seed, self.device)
+
+    def _finish(self, item: _Prepared, normalized: torch.Tensor, model_ms: float) -> PolicyOutput:
+        """Output steps of one request's normalized chunk [H, A]. Raises PolicyError when the pipeline refuses."""
+        t0 = time.perf_counter()
         try:
-            actions, out_report = self.pipeline.finish(normalized[0].float().cpu().numpy(), prepared.robot_state)
+            actions, out_report = self.pipeline.finish(normalized.float().cpu().numpy(), item.robot_state)
         except NormalizationError as exc:
             raise PolicyError(f"output normalization refused the chunk: {exc}") from None
-        report = in_report.merged(out_report)
-        warnings += [PolicyWarning(w.code, w.field, w.message) for w in report.warnings]
+        report = item.in_report.merged(out_report)
+        warnings = item.warnings + [PolicyWarning(w.code, w.field, w.message) for w in report.warnings]
         return PolicyOutput(
             actions=actions.astype(np.float32, copy=False),
             norm_report=report.to_proto(),
             warnings=warnings,
-            preprocess_ms=(t1 - t0) * 1e3,
-            model_ms=(t2 - t1) * 1e3,
-            postprocess_ms=(time.perf_counter() - t2) * 1e3,
+            preprocess_ms=item.preprocess_ms,
+            model_ms=model_ms,
+            postprocess_ms=(time.perf_counter() - t0) * 1e3,
         )
+
+    def _infer_prepared(self, item: _Prepared, noise_seed: int | None) -> PolicyOutput:
+        normalized, model_ms = self._sample(item.inputs, self._noise(noise_seed), item.guidance)
+        return self._finish(item, normalized[0], model_ms)
+
+    def infer(self, obs: ObservationInput, noise_seed: int | None = None) -> PolicyOutput:
+        return self._infer_prepared(self._prepare(obs), noise_seed)
+
+    def batchable(self, obs: ObservationInput) -> bool:
+        return obs.rtc is None  # see infer_batch: guided requests run alone
+
+    def infer_batch(self, items: Sequence[BatchItem]) -> list[PolicyOutput | Exception]:
+        """Several requests in one `sample_actions` call; each answer equals the one it would get alone.
+
+        Per item: preprocessing, its own noise (drawn as a lone request with that seed draws it) and the output
+        steps; only the model call is shared. Errors stay with their item. Requests with RTC guidance run alone:
+        guidance has one soft mask and one clip for the whole batch (each request has its own delay and
+        horizon), and its per-step VJP would make every unguided neighbour pay for autograd.
+        """
+        results: list[PolicyOutput | Exception | None] = [None] * len(items)
+        batch: list[tuple[int, _Prepared, int | None]] = []
+        for i, (obs, noise_seed) in enumerate(items):
+            try:
+                prepared = self._prepare(obs)
+                if prepared.guidance is not None:
+                    results[i] = self._infer_prepared(prepared, noise_seed)
+                else:
+                    batch.append((i, prepared, noise_seed))
+            except Exception as exc:  # this request's own error; the others go on
+                results[i] = exc
+        if len(batch) == 1:
+            i, prepared, noise_seed = batch[0]
+            results[i] = self._run_alone(prepared, noise_seed)
+        elif batch:
+            self._run_together(batch, results)
+        return [r if r is not None else PolicyError("request was not answered") for r in results]
+
+    def _run_alone(self, item: _Prepared, noise_seed: int | None) -> PolicyOutput | Exception:
+        try:
+            return self._infer_prepared(item, noise_seed)
+        except Exception as exc:
+            return exc
+
+    def _run_together(self, batch: list[tuple[int, _Prepared, int | None]],
+                      results: list[PolicyOutput | Exception | None]) -> None:
+        parts = [p.inputs for _, p, _ in batch]
+        inputs = ModelInputs(
+            images=[torch.cat(slot) for slot in zip(*(p.images for p in parts), strict=True)],
+            image_masks=[torch.cat(slot) for slot in zip(*(p.image_masks for p in parts), strict=True)],
+            tokens=torch.cat([p.tokens for p in parts]),
+            token_masks=torch.cat([p.token_masks for p in parts]),
+        )
+        noise = torch.cat([self._noise(seed) for _, _, seed in batch])
+        try:
+            normalized, model_ms = self._sample(inputs, noise, None)
+        except Exception as exc:
+            # A model failure on the batch (non-finite output, out of memory) is retried item by item, so one
+            # request cannot fail its neighbours.
+            log.warning("batched model call of %d requests failed (%s); running them one by one", len(batch), exc)
+            for i, prepared, seed in batch:
+                results[i] = self._run_alone(prepared, seed)
+            return
+        for k, (i, prepared, _) in enumerate(batch):
+            try:
+                results[i] = self._finish(prepared, normalized[k], model_ms)
+            except Exception as exc:
+                results[i] = exc
 
     def _warmup(self) -> float:
         """One inference on a synthetic observation at the stats' centre, so the first real request is not slow."""
@@ -219,6 +317,9 @@ class Pi05Policy(Policy):
         return (time.perf_counter() - t0) * 1e3
 
     def close(self) -> None:
+        """Free the model; safe to call again (the server closes its policy on stop, and so may its owner)."""
+        if not hasattr(self, "model"):
+            return
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

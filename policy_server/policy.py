@@ -7,6 +7,7 @@ diagnostics. Transport, validation, timing and error mapping live outside it (`p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,10 +41,17 @@ class PolicyError(RuntimeError):
     """The policy failed on a valid request (e.g. produced NaN). Mapped to INTERNAL; the server keeps serving."""
 
 
+# One request of a batch: the validated observation and its noise seed (None = fresh noise).
+BatchItem = tuple[ObservationInput, int | None]
+
+
 class Policy(ABC):
     spec: PolicySpec
     # True when infer() may run on several threads at once; otherwise the server serializes calls.
     concurrent_safe: bool = False
+    # True when infer_batch() runs several requests in one model call (cheaper than one call each); the server
+    # only batches by default for such policies.
+    supports_batching: bool = False
 
     def check(self, obs: ObservationInput) -> None:  # noqa: B027 - optional hook, empty by design
         """Policy-specific input checks beyond the spec; raise protos.codec.WireError naming the field."""
@@ -51,6 +59,25 @@ class Policy(ABC):
     @abstractmethod
     def infer(self, obs: ObservationInput, noise_seed: int | None = None) -> PolicyOutput:
         """Return an action chunk for one validated observation."""
+
+    def batchable(self, obs: ObservationInput) -> bool:
+        """Whether this request may share a model call with others; False sends it alone, without waiting
+        for a batch to fill."""
+        return True
+
+    def infer_batch(self, items: Sequence[BatchItem]) -> list[PolicyOutput | Exception]:
+        """Answer several requests; result i belongs to item i and is its output or its own error.
+
+        A bad item (e.g. a state the normalization refuses) must fail only itself, never its neighbours, so
+        errors are returned, not raised. This default runs the items one by one; batching policies override it.
+        """
+        results: list[PolicyOutput | Exception] = []
+        for obs, noise_seed in items:
+            try:
+                results.append(self.infer(obs, noise_seed=noise_seed))
+            except Exception as exc:  # kept per item: the caller answers each request with its own error
+                results.append(exc)
+        return results
 
     def reset(self, episode_index: int) -> None:  # noqa: B027 - stateless policies need nothing
         """Drop per-episode state before `episode_index` starts."""

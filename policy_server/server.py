@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from policy_server.auth import BearerTokenInterceptor
+from policy_server.batching import BatchingConfig
 from policy_server.core import InferenceCore
 from policy_server.grpc_service import PolicyServicer, add_policy_service
 from policy_server.policy import Policy
@@ -55,6 +56,8 @@ class ServerConfig:
     grace_s: float = 3.0
     # Name stamped on every response (which replica answered); default "<hostname>:<port>".
     replica_name: str | None = None
+    # Dynamic batching of concurrent requests (None: each request runs alone, in arrival order).
+    batching: BatchingConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -76,7 +79,7 @@ class PolicyServer:
     def __init__(self, policy: Policy, config: ServerConfig) -> None:
         self.config = config
         tune_malloc_for_large_messages()
-        self.core = InferenceCore(policy, max_request_bytes=config.max_request_bytes)
+        self.core = InferenceCore(policy, max_request_bytes=config.max_request_bytes, batching=config.batching)
         self.health = health.HealthServicer()
         self.port = 0
         self.websocket: OpenpiWebsocketEndpoint | None = None
@@ -156,14 +159,27 @@ class PolicyServer:
         return bool(self._server.wait_for_termination(timeout))
 
     def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight requests finish for `grace` seconds, then close."""
+        """Report NOT_SERVING, let in-flight requests finish for `grace` seconds, then close.
+
+        Requests still queued for a batch shortly before the grace ends fail with UNAVAILABLE "server shut down
+        before this request ran", early enough for that answer to reach the client before gRPC cancels the call.
+        """
+        grace = self.config.grace_s if grace is None else grace
         if not self._started:
+            self.core.close()
             return
         self._started = False
         self.health.enter_graceful_shutdown()
         if self.websocket is not None:
             self.websocket.stop()
-        self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        stopped = self._server.stop(grace)  # no new calls from now on; in-flight ones get `grace` seconds
+        self.core.close(drain_s=max(0.0, grace - min(0.25, grace / 2)))
+        stopped.wait()
+        if self.core.batcher is not None:
+            stats = self.core.batcher.stats()
+            log.info("batching: %d requests in %d batches (mean size %.2f), sizes %s, %d failed batches",
+                     stats.items, stats.batches, stats.mean_batch, dict(sorted(stats.sizes.items())),
+                     stats.failed_batches)
         self.core.policy.close()
         log.info("server stopped")
 
