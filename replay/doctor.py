@@ -70,6 +70,12 @@ class DoctorOptions:
     arm_thresholds: ArmThresholds = field(default_factory=ArmThresholds)
     bin_thresholds: BinThresholds = field(default_factory=BinThresholds)
     recon: ReconRequest | None = None
+    # How the data must fit the checkpoint's stats: "coverage" (span them: the training set), "containment" (lie
+    # inside them: a recording or a few episodes), "auto" (containment for our recordings, else coverage).
+    stats_fit: str = "auto"
+
+
+STATS_FITS = ("auto", "coverage", "containment")
 
 
 @dataclass(frozen=True)
@@ -140,8 +146,15 @@ def run_doctor(ds: Dataset, options: DoctorOptions) -> DoctorResult:
             findings += check_stored_stats(info.stats, states, actions, info.state_names, info.action_names, th,
                                            quantiles_exact=not aggregated)
         if options.checkpoint is not None:
+            fit = options.stats_fit
+            if fit == "auto":
+                fit = "containment" if info.format == "recording-zarr" else "coverage"
+            findings.append(Finding("info", "stats_fit", "checkpoint",
+                                    f"data checked for {fit} of the checkpoint's stats ("
+                                    + ("it must span their range, as training data does" if fit == "coverage" else
+                                       "it must lie inside their range; a run covers only part of it") + ")"))
             request = CheckpointRequest(options.checkpoint, options.mode, options.delta_mask, options.action_horizon,
-                                        options.asset_id)
+                                        options.asset_id, coverage=fit == "coverage")
             ck_findings, norm = checkpoint_findings(info, episodes, request)
             findings += ck_findings
             if norm is not None:
@@ -191,6 +204,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chunk length the checkpoint's action stats were computed over")
     parser.add_argument("--asset-id", default=None, help="openpi asset id when the checkpoint has several")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--stats-fit", choices=STATS_FITS, default="auto",
+                        help="data must span the checkpoint's stats (coverage: its training set) or lie inside them "
+                             "(containment: a recording, a few episodes); auto = containment for recordings")
     parser.add_argument("--lag-warn", type=int, default=CheckThresholds.lag_warn_frames,
                         help="flag an action-to-state lag of at least this many frames")
     recon = parser.add_argument_group("action reconstruction error (a policy's chunks vs the dataset's actions)")
@@ -236,6 +252,7 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
         plots=not args.no_plots,
         thresholds=CheckThresholds(lag_warn_frames=args.lag_warn),
         recon=_recon_request(args),
+        stats_fit=args.stats_fit,
     )
     result = run_doctor(ds, options)
     for finding in result.findings:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from policy_server.normalization.checkpoint import POLICY_CONFIG_FILE, load_checkpoint_normalization
 from policy_server.normalization.config import NormalizationConfig
-from policy_server.normalization.datacheck import DataCheckResult, check_data
+from policy_server.normalization.datacheck import DataCheckResult, DataCheckThresholds, check_data
 from policy_server.normalization.errors import NormalizationError
 from policy_server.normalization.pipeline import NormalizationPipeline
 from policy_server.normalization.selftest import round_trip_selftest
@@ -32,6 +32,8 @@ class CheckpointRequest:
     delta_mask: tuple[bool, ...] | None = None
     action_horizon: int | None = None
     asset_id: str | None = None
+    # Whether the data must span the stats' range (the training set) or only lie inside it (a recording).
+    coverage: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def checkpoint_findings(info: DatasetInfo, episodes: Sequence[DoctorEpisode], re
     rt = round_trip_selftest(pipeline)
     if not rt.ok:
         findings.append(Finding("error", "round_trip_failed", "checkpoint", rt.summary().replace("\n", "; ")))
-    data = check_data(pipeline, episodes)
+    data = check_data(pipeline, episodes, DataCheckThresholds(coverage=req.coverage))
     for f in data.findings:
         severity = f.severity
         message = f.message

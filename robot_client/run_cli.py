@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execute", type=int, default=0, help="sync: actions executed per chunk (0 = all)")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=20.0, help="episode length")
-    parser.add_argument("--prompt", default="", help="task instruction sent with every observation")
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="task instruction sent with every observation; repeat it to cycle through several "
+                             "(episode i uses the (i mod n)-th)")
     parser.add_argument("--dry-run", action="store_true", help="compute commands but never send them")
     parser.add_argument("--allow-far-start", action="store_true",
                         help="ramp slowly to a first action beyond the safety threshold instead of refusing")
@@ -104,12 +106,30 @@ class StatusLine:
                   f"{'HOLD' if self.holding else 'run '}  tracking {self.error:.3f}{self.live}", end="", flush=True)
 
 
+@dataclass
+class SessionResult:
+    """What a run did: one report per episode that ran (with its prompt), and whether the e-stop ended it."""
+
+    reports: list[EpisodeReport] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    estopped: bool = False
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.robot == "yam" and not (args.dry_run or args.confirmed):
         print("refusing to move real arms: run once with --dry-run, then add --i-understand-this-moves-the-arm",
               file=sys.stderr)
         return 2
+    result = run_session(args)
+    return 0 if result.reports and not result.estopped else 1
+
+
+def run_session(args: argparse.Namespace) -> SessionResult:
+    """The episodes `args` describe (parsed by `add_arguments`), recorded and viewed as asked."""
+    if args.robot == "yam" and not (args.dry_run or args.confirmed):
+        raise ValueError("real arms (--robot yam) need --dry-run or --i-understand-this-moves-the-arm")
+    prompts: list[str] = list(args.prompt) if args.prompt else [""]
     config = load_robot_config(args.config)
     if args.calibration is not None:
         config = replace(config, calibration=str(args.calibration.resolve()))
@@ -128,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     chunking = ChunkingConfig(mode=args.chunking, fps=md.control_fps, execute_steps=args.execute,
                               refill_threshold=args.refill if args.refill is not None else md.action_horizon // 2,
                               blend_steps=args.blend)
-    options = EpisodeOptions(chunking=chunking, duration_s=args.seconds, prompt=args.prompt,
+    options = EpisodeOptions(chunking=chunking, duration_s=args.seconds, prompt=prompts[0],
                              dry_run=args.dry_run, allow_far_start=args.allow_far_start)
     estop = EStop()
     if threading.current_thread() is threading.main_thread():
@@ -137,23 +157,26 @@ def run(args: argparse.Namespace) -> int:
     recorder = _recorder(args.record, config, md, rig) if args.record else None
     comparator = LiveComparator(open_dataset(args.compare_dataset)) if args.compare_dataset else None
     viewer: LiveLogger | None = None
-    reports: list[EpisodeReport] = []
+    result = SessionResult()
     try:
         viewer = _live_view(args, config, md, rig)
         rig.robot.enable()
         for i in range(args.episodes):
+            prompt = prompts[i % len(prompts)]
             rig.reset_episode(i)
             status = StatusLine()
             if recorder is not None:
-                recorder.start_episode(args.prompt)
+                recorder.start_episode(prompt)
             if viewer is not None:
-                viewer.log_event(rig.clock.now(), f"episode {i} starts" + (" (dry run)" if args.dry_run else ""))
+                viewer.log_event(rig.clock.now(), f"episode {i} starts" + (" (dry run)" if args.dry_run else "")
+                                 + (f": {prompt}" if prompt else ""))
             started = time.monotonic()
 
-            def on_chunk(record: ChunkRecord, status: StatusLine = status, started: float = started) -> None:
+            def on_chunk(record: ChunkRecord, status: StatusLine = status, started: float = started,
+                         prompt: str = prompt) -> None:
                 comparison = None
                 if comparator is not None:
-                    comparison = comparator.compare(record.state, record.actions, args.prompt,
+                    comparison = comparator.compare(record.state, record.actions, prompt,
                                                     time.monotonic() - started)
                 status.on_chunk(record, comparison)
                 if recorder is not None:
@@ -168,13 +191,16 @@ def run(args: argparse.Namespace) -> int:
                 if viewer is not None:
                     viewer.log_tick(record)
 
-            report = run_episode(rig, policy, options, i, estop=estop, on_chunk=on_chunk, on_tick=on_tick)
+            report = run_episode(rig, policy, replace(options, prompt=prompt), i, estop=estop, on_chunk=on_chunk,
+                                 on_tick=on_tick)
             if recorder is not None:
                 recorder.end_episode()
             print()
             print(report.summary())
-            reports.append(report)
+            result.reports.append(report)
+            result.prompts.append(prompt)
             if estop.active:
+                result.estopped = True
                 break
     finally:
         if recorder is not None:
@@ -183,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             print(viewer.close().summary())
         rig.close()
         policy.close()
-    return 0 if reports and not estop.active else 1
+    return result
 
 
 def _live_view(args: argparse.Namespace, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> LiveLogger | None:

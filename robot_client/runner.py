@@ -20,6 +20,7 @@ import numpy as np
 
 from robot_client.chunking import Chunk, ChunkingConfig, make_scheduler
 from robot_client.control_loop import LoopEvents, ServoLoop, TickRecord
+from robot_client.motion_stats import MotionMeter, MotionSummary
 from robot_client.policy_worker import ChunkRecord, InferencePolicy, PolicyWorker, WorkerStats
 from robot_client.rig import Rig
 from robot_client.safety import EStop, check_first_action
@@ -53,6 +54,8 @@ class EpisodeReport:
     wall_s: float = 0.0
     # Clock time at which the first chunk's action 0 started executing (after the guard and the ramp).
     execution_start: float = 0.0
+    # Peaks of the commanded trajectory (finite differences of what was sent), ramp and rest included.
+    motion: MotionSummary | None = None
 
     def summary(self) -> str:
         delays = np.asarray(self.worker.delays) * 1e3 if self.worker.delays else np.zeros(1)
@@ -60,7 +63,8 @@ class EpisodeReport:
                 f"{np.percentile(delays, 50):.0f} ms, p99 {np.percentile(delays, 99):.0f} ms), "
                 f"{self.stale_dropped} stale actions dropped, {self.events.holds} holds / {self.events.resumes} "
                 f"resumes, {self.worker.failures} failed queries, max tracking error {self.max_tracking_error:.3f}, "
-                f"success {self.success}; loop {self.timing}")
+                f"success {self.success}; loop {self.timing}"
+                + (f"; {self.motion.describe()}" if self.motion is not None else ""))
 
 
 def run_episode(
@@ -80,9 +84,11 @@ def run_episode(
     limits = ServoLimits.from_config(config)
     servo = JerkLimitedServo(limits, 1.0 / config.servo_hz)
     errors: list[float] = []
+    meter = MotionMeter(config.joint_names, limits.velocity, limits.acceleration, limits.jerk)
 
     def tick_hook(record: TickRecord) -> None:
         errors.append(float(np.max(np.abs(record.command.position - record.state.positions))))
+        meter.add(record.time, record.command.position)
         if on_tick is not None:
             on_tick(record)
 
@@ -129,6 +135,7 @@ def run_episode(
     report.worker = worker.stats
     report.success = rig.success(options.prompt)
     report.max_tracking_error = max(errors) if errors else 0.0
+    report.motion = meter.summary()
     report.wall_s = time.monotonic() - t_wall
     return report
 

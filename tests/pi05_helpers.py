@@ -23,14 +23,15 @@ def policy_config_for(cfg: Pi05Config, names: tuple[str, ...], **norm_changes: o
     norm = NormalizationConfig(
         state_names=names, action_names=names, action_delta_mask=DELTA_MASK, model_state_dim=cfg.action_dim,
         model_action_dim=cfg.action_dim, mode="quantile", action_horizon=cfg.action_horizon,
-        joint_limits=yam_limits(names), **norm_changes,  # type: ignore[arg-type]
+        **{"joint_limits": yam_limits(names), **norm_changes},  # type: ignore[arg-type]
     )
     return Pi05PolicyConfig(cameras={"top": cfg.image_keys[0], "left_wrist": cfg.image_keys[1]}, normalization=norm,
                             control_fps=30.0)
 
 
-def make_servable_checkpoint(directory: Path, layout: str = "openpi", seed: int = 0, **norm_changes: object) -> Path:
-    model = random_model("dummy", seed=seed)
+def make_servable_checkpoint(directory: Path, layout: str = "openpi", seed: int = 0, preset_name: str = "dummy",
+                             **norm_changes: object) -> Path:
+    model = random_model(preset_name, seed=seed)
     ds = sample_dataset()
     stats = compute_norm_stats(ds, StatsRequest(delta_mask=DELTA_MASK, action_horizon=model.cfg.action_horizon,
                                                 progress=False))

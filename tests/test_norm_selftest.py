@@ -90,3 +90,35 @@ def test_broken_round_trip_is_refused() -> None:
     assert not result.ok and any("state[1] (b)" in f for f in result.failures)
     with pytest.raises(SelfTestError, match=r"round trip .* FAILED"):
         startup_selftest(pipeline)
+
+
+def test_a_few_episodes_are_checked_for_containment_not_coverage(dataset: Path, tmp_path: Path) -> None:
+    """A recording covers part of the training range: with coverage=False it passes where it lies inside the
+    stats, and the wrong stats and never-normalized data are still named."""
+    from policy_server.normalization.datacheck import DataCheckThresholds, check_data
+
+    stats = computed_stats(dataset, YAM_MASK, horizon=10)
+    ckpt = openpi_checkpoint(tmp_path / "ck", stats.feature("state"), stats.feature("actions"),
+                             policy_config(mask=YAM_MASK, horizon=10))
+    episode = next(iter(open_dataset(dataset)))
+    third = len(episode.states) // 3
+
+    class Part:  # the first third of one episode: a fraction of the range
+        states = np.asarray(episode.states[:third])
+        actions = np.asarray(episode.actions[:third])
+
+    part = [Part()]
+    containment = DataCheckThresholds(coverage=False)
+    assert not check_data(build_pipeline(ckpt), part).ok  # coverage: the part does not span the stats
+    assert check_data(build_pipeline(ckpt), part, containment).ok
+
+    ones = np.ones(14)
+    other = feature(mean=ones * 2, std=ones * 0.1, q01=ones * 1.8, q99=ones * 2.2)
+    wrong = openpi_checkpoint(tmp_path / "wrong", other, other, policy_config())
+    result = check_data(build_pipeline(wrong), part, containment)
+    assert not result.ok and any("stats from another dataset" in f.message for f in result.errors())
+
+    identity = openpi_checkpoint(tmp_path / "id", stats.feature("state"), stats.feature("actions"),
+                                 policy_config(mode="identity"))
+    result = check_data(build_pipeline(identity), part, containment)
+    assert not result.ok and {f.code for f in result.errors()} == {"never_normalized"}

@@ -1,7 +1,8 @@
 """Sizes of the Pi0.5 model, as named variants, so one code path builds the full model and small test models.
 
 Variants follow openpi's names where they exist (`gemma_2b`, `gemma_300m`, `dummy`) and add vision variants
-(`so400m_14` is PaliGemma's SigLIP; `tiny` and `dummy` are for tests and the bundled demo policy).
+(`so400m_14` is PaliGemma's SigLIP; `tiny` and `dummy` are for benchmarks and tests, `demo` is the embedded demo
+policy's).
 """
 
 from __future__ import annotations
@@ -47,15 +48,20 @@ GEMMA_VARIANTS: dict[str, GemmaConfig] = {
     "gemma_2b": GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
     "gemma_300m": GemmaConfig(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),
     "dummy": GemmaConfig(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
-    # Between dummy and full size: what the bundled demo policy and CPU benchmarks use.
+    # Between dummy and full size: what CPU benchmarks use.
     "gemma_tiny": GemmaConfig(width=256, depth=4, mlp_dim=1024, num_heads=8, num_kv_heads=1, head_dim=32),
     "gemma_tiny_expert": GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=8, num_kv_heads=1, head_dim=32),
+    # The embedded demo policy (training/): small enough to train on 2 CPU cores in minutes.
+    "gemma_demo": GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32),
+    "gemma_demo_expert": GemmaConfig(width=64, depth=4, mlp_dim=256, num_heads=4, num_kv_heads=1, head_dim=32),
 }
 
 SIGLIP_VARIANTS: dict[str, SiglipConfig] = {
     "so400m_14": SiglipConfig(),
     "tiny": SiglipConfig(image_size=224, patch_size=14, width=128, depth=2, mlp_dim=256, num_heads=4),
     "dummy": SiglipConfig(image_size=28, patch_size=14, width=32, depth=1, mlp_dim=64, num_heads=2),
+    # 96x96 images in 12-pixel patches: 64 tokens per camera.
+    "demo": SiglipConfig(image_size=96, patch_size=12, width=64, depth=2, mlp_dim=128, num_heads=2),
 }
 
 # Pi0.5 camera slots, in prefix order.
@@ -139,13 +145,17 @@ class Pi05Config:
 
 
 def preset(name: str) -> Pi05Config:
-    """Named model configurations: 'pi05' (full size), 'tiny' (demo/benchmarks), 'dummy' (unit tests)."""
+    """Named model configurations: 'pi05' (full size), 'tiny' (benchmarks), 'dummy' (unit tests), 'demo' (the
+    embedded demo policy trained by `training/`: one camera slot, 14 action dims, 1 s chunks at 10 Hz)."""
     presets = {
         "pi05": Pi05Config(),
         "tiny": Pi05Config(paligemma_variant="gemma_tiny", action_expert_variant="gemma_tiny_expert",
                            vision_variant="tiny", max_token_len=64, vocab_size=1024),
         "dummy": Pi05Config(paligemma_variant="dummy", action_expert_variant="dummy", vision_variant="dummy",
                             action_horizon=10, max_token_len=32, vocab_size=512),
+        "demo": Pi05Config(paligemma_variant="gemma_demo", action_expert_variant="gemma_demo_expert",
+                           vision_variant="demo", action_dim=14, action_horizon=10, max_token_len=48,
+                           vocab_size=1024, image_keys=("base_0_rgb",)),
     }
     if name not in presets:
         raise ModelConfigError(f"unknown preset '{name}'; known: {sorted(presets)}")

@@ -235,6 +235,51 @@ class Pi05Model(nn.Module):
             )
         return self._suffix_out(suffix, cond)
 
+    # -- training -------------------------------------------------------------------------------------------
+    @staticmethod
+    def sample_time(batch: int, generator: torch.Generator | None = None,
+                    device: torch.device | None = None) -> Tensor:
+        """openpi's training times t = 0.999 * Beta(1.5, 1) + 0.001, float32 [B].
+
+        Beta(a, 1) has CDF x^a, so it is drawn as U^(1/a) from a uniform U (exact, and seedable with a
+        torch.Generator, which torch.distributions.Beta is not)."""
+        u = torch.rand(batch, generator=generator, dtype=torch.float32)
+        return (u.pow(1.0 / 1.5) * 0.999 + 0.001).to(device or torch.device("cpu"))
+
+    def compute_loss(self, inputs: ModelInputs, actions: Tensor, noise: Tensor | None = None,
+                     time: Tensor | None = None, *, use_cache: bool = True) -> Tensor:
+        """Flow-matching loss of normalized action chunks, per element [B, H, A] (reduce it yourself).
+
+        x_t = t * noise + (1 - t) * actions, target u = noise - actions, loss (v_theta(x_t, t) - u)^2 with
+        padded dims included (openpi). `noise` defaults to N(0, I), `time` to `sample_time`. With
+        use_cache=True the prefix runs once and the expert attends to its keys/values (the inference path,
+        here with gradients); that equals the joint forward (`velocity_uncached`, use_cache=False) because
+        prefix tokens never attend to the suffix."""
+        cfg = self.cfg
+        assert_dtype_policy(self)
+        inputs.validate(cfg)
+        b = inputs.batch_size
+        expected = (b, cfg.action_horizon, cfg.action_dim)
+        if tuple(actions.shape) != expected or actions.dtype != torch.float32:
+            raise ModelInputError(f"actions: expected float32 {list(expected)}, got {actions.dtype} "
+                                  f"{list(actions.shape)}")
+        device = actions.device
+        if noise is None:
+            noise = torch.randn(expected, dtype=torch.float32, device=device)
+        if time is None:
+            time = self.sample_time(b, device=device)
+        if tuple(noise.shape) != expected or tuple(time.shape) != (b,):
+            raise ModelInputError(f"noise must be {list(expected)} and time [{b}], got {list(noise.shape)} and "
+                                  f"{list(time.shape)}")
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions
+        target = noise - actions
+        if use_cache:
+            v_t = self.velocity(self.build_prefix_cache(inputs), x_t, time)
+        else:
+            v_t = self.velocity_uncached(inputs, x_t, time)
+        return (v_t - target) ** 2
+
     # -- sampling -------------------------------------------------------------------------------------------
     def sample_noise(self, batch: int, seed: int | None, device: torch.device) -> Tensor:
         """Standard normal noise [B, H, A]; with a seed it is drawn on the CPU so every device sees the same."""

@@ -58,6 +58,10 @@ class DataCheckThresholds:
     Identity stats: every stat within `identity_tol` of the identity values.
     State bins: warn when more than `bin_out_fraction` of a state dim falls outside [-1, 1] after normalization.
     A data dim whose std is below `constant_std` is treated as constant (no spread to compare).
+    `coverage`: True for the data the stats were computed from (a training set): it must span the stats' range.
+    False for data the model runs on (a recording, a few held-out episodes), which covers only part of the
+    training range: it must lie inside it (quantile: 1%/99% no further than `edge_tol` beyond -1/+1; z-score:
+    |mean| <= 1 and std <= `zscore_std_high`), and the same causes are named when it does not.
     """
 
     edge_tol: float = 0.3
@@ -71,6 +75,7 @@ class DataCheckThresholds:
     bin_out_fraction: float = 0.05
     constant_std: float = 1e-6
     max_samples: int = 50_000
+    coverage: bool = True
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,10 @@ def _zscore_fit(mean: float, std: float, th: DataCheckThresholds) -> bool:
 
 
 def _fits(m: DimMetrics, mode: str, th: DataCheckThresholds) -> bool:
+    if not th.coverage:
+        if mode == "zscore":
+            return abs(m.n_mean) <= 1.0 and m.n_std <= th.zscore_std_high
+        return m.n_lo >= -1.0 - th.edge_tol and m.n_hi <= 1.0 + th.edge_tol
     if mode == "zscore":
         return _zscore_fit(m.n_mean, m.n_std, th)
     return _quantile_fit(m.n_lo, m.n_hi, th.edge_tol)
@@ -283,7 +292,9 @@ class _FeatureCheck:
                              f"{name} never moves in the data (constant {m.raw_mean:.4g})")
                 continue
             moving += 1
-            if _fits(m, mode, th):
+            # Containment cannot tell robot units that happen to lie in [-1, 1] from normalized data, so identity
+            # stats are judged first there; coverage judges them only when the data does not fit.
+            if _fits(m, mode, th) and (th.coverage or not _identity_stats(nz, i, th)):
                 continue
             if _identity_stats(nz, i, th):
                 why = "the mode is identity" if mode == "identity" else f"the {mode} stats are identity values"
