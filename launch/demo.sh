@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end demo on the embedded default: serves the bundled sample dataset with the dataset policy on
-# loopback and runs a robot client against it, printing what it receives. Exit 0 only if every chunk matched.
+# End-to-end demo on the embedded default: serves the embedded Pi0.5 policy (data/demo_policy) on loopback, runs
+# it on the simulated arms for several episodes (async chunking, jerk-limited servo, recorded, rerun .rrd), runs
+# the oracle and the doctor on the recording and writes demo_out/report.md. Exit 0 only if every threshold holds.
 # Extra arguments go to `python -m robot_client demo` (see --help there).
 set -euo pipefail
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then

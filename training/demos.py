@@ -1,6 +1,6 @@
 """Scripted demonstrations of the hover tasks in the MuJoCo station, written as a LeRobot v3.0 dataset.
 
-    python -m training.demos --out .cache/demos/hover [--episodes 240] [--workers 2]
+    python -m training.demos --out .cache/demos/hover [--scenes 300] [--workers 2]
 
 Each episode: reset the scene with its seed (SimRobot.reset, home pose), plan the expert move
 (robot_client.sim.tasks: IK above the cube, min-jerk in joint space, hold), execute it through the same
@@ -44,7 +44,7 @@ MANIFEST = "demos.json"
 
 @dataclass(frozen=True)
 class DemoConfig:
-    scenes: int = 120
+    scenes: int = 300
     seed_base: int = DEMO_SEED_BASE
     fps: int = 10
     hold_s: float = 1.5

@@ -71,7 +71,7 @@ class TrainingDivergedError(RuntimeError):
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "demo"
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
