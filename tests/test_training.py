@@ -183,3 +183,28 @@ def test_nan_is_caught_and_named(demos: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingDivergedError, match="non-finite gradients") as err:
         Trainer(model, prep.train, config).train_step()
     assert err.value.layer == "paligemma_with_expert.gemma_expert.model.layers.1.mlp.up_proj.weight"
+
+
+def test_recording_and_training_are_deterministic(demos: Path, tmp_path: Path) -> None:
+    """Same config, same numbers: an expert episode recorded twice, and a few training steps run twice."""
+    from training.demos import DemoRecorder
+
+    recorder = DemoRecorder(DemoConfig(scenes=1))
+    try:
+        first, again = recorder.record(1), recorder.record(1)
+    finally:
+        recorder.close()
+    np.testing.assert_array_equal(first.states, again.states)
+    np.testing.assert_array_equal(first.actions, again.actions)
+    np.testing.assert_array_equal(first.images, again.images)
+
+    config = TrainConfig(steps=3, batch_size=4, heldout_fraction=0.5)
+    prep = prepare(demos, tmp_path, config, log=lambda _: None)
+    weights = []
+    for _ in range(2):
+        trainer = Trainer(build_model(prep.cfg, seed=config.seed), prep.train, config)
+        losses = [trainer.train_step()["loss"] for _ in range(config.steps)]
+        weights.append((losses, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}))
+    assert weights[0][0] == weights[1][0]
+    for name, value in weights[0][1].items():
+        assert torch.equal(value, weights[1][1][name]), name
