@@ -171,8 +171,15 @@ def test_estop_stops_and_holds(server: PolicyServer, first_state: np.ndarray) ->
     ticks: list[TickRecord] = []
     try:
         with GrpcPolicy(target=f"127.0.0.1:{server.port}", streaming=True) as policy:
-            threading.Timer(1.0, lambda: estop.trigger("test")).start()
-            report = run_episode(rig, policy, options(seconds=4.0), 0, estop=estop, on_tick=ticks.append)
+            chunks: list[object] = []
+
+            def on_chunk(record: object) -> None:  # e-stop once executing (after the ramp), however slow the machine
+                chunks.append(record)
+                if len(chunks) == 3:
+                    estop.trigger("test")
+
+            report = run_episode(rig, policy, options(seconds=4.0), 0, estop=estop, on_tick=ticks.append,
+                                 on_chunk=on_chunk)
     finally:
         rig.close()
     assert any("e-stop (test)" in line for line in report.events.log)
