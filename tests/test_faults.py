@@ -3,7 +3,7 @@
 What is held under every fault here: no crash, no command beyond the position/velocity limits, the arm holds
 (jerk-limited stop) while the policy cannot be trusted and resumes when it can, and the cause is named.
 - network: a link with 40 +/- 30 ms of delay and jitter each way (loopback TCP proxy) still runs the episode
-  without a hold; a 1.5 s stall of the link makes the arm hold within one servo period of the deadline and
+  without a hold; a 2 s stall of the link makes the arm hold within one servo period of the deadline and
   resume after;
 - cameras: a camera whose frames freeze (the same old frame, as a stuck USB camera delivers) is refused by its
   staleness check with the camera named; the arm holds, and resumes once frames are fresh again.
@@ -14,7 +14,7 @@ real driver in tests/test_yam_driver.py and tests/test_arm_replay_real.py.)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -83,9 +83,27 @@ def _assert_holds_on_time_and_resumes(ticks: list[TickRecord], report: EpisodeRe
     assert any(not t.holding for t in ticks[first_hold:]), "never resumed"
 
 
-def _run(rig: Rig, target: str, seconds: float, ticks: list[TickRecord]) -> EpisodeReport:
+def _run(rig: Rig, target: str, seconds: float, ticks: list[TickRecord],
+         on_chunk: Callable[[object], None] | None = None) -> EpisodeReport:
     with GrpcPolicy(target=target, streaming=True, timeout_s=0.5, retries=1, backoff_initial_s=0.05) as policy:
-        return run_episode(rig, policy, _options(seconds), 0, on_tick=ticks.append)
+        return run_episode(rig, policy, _options(seconds), 0, on_tick=ticks.append, on_chunk=on_chunk)
+
+
+def fault_while_executing(start: Callable[[], None], end: Callable[[], None],
+                          duration_s: float = 2.0) -> Callable[[object], None]:
+    """An on_chunk hook that starts the fault when the second chunk arrives (the episode is executing: the worker
+    only runs after the first action's ramp) and ends it `duration_s` later. Tied to the episode, not to a
+    wall-clock delay from the test's start, so a slow machine cannot move the fault before the motion starts.
+    2 s outlasts the ~1 s of queued actions plus the deadline, so the arm must hold, and leaves time to resume."""
+    seen: list[object] = []
+
+    def on_chunk(record: object) -> None:
+        seen.append(record)
+        if len(seen) == 2:
+            start()
+            threading.Timer(duration_s, end).start()
+
+    return on_chunk
 
 
 def _plain_rig(first_state: np.ndarray) -> Rig:
@@ -111,10 +129,9 @@ def test_delay_and_jitter_then_a_stalled_link(server: PolicyServer, first_state:
         _assert_within_limits(ticks)
 
         rig = _plain_rig(first_state)
-        threading.Timer(0.8, proxy.stall).start()
-        threading.Timer(2.3, proxy.resume).start()
         try:
-            report = _run(rig, f"127.0.0.1:{proxy.port}", 4.5, stalled)
+            report = _run(rig, f"127.0.0.1:{proxy.port}", 4.5, stalled,
+                          fault_while_executing(proxy.stall, proxy.resume))
         finally:
             proxy.resume()
             rig.close()
@@ -147,10 +164,10 @@ def test_frozen_camera_is_refused_named_and_the_arm_holds(server: PolicyServer, 
     rig = Rig(robot=robot, clock=clock, capture_images=capture, camera_names=CAMERAS)
     rig._closers += [robot.close, cameras.stop, service.close]
     ticks: list[TickRecord] = []
-    threading.Timer(0.8, frozen.set).start()
-    threading.Timer(2.3, frozen.clear).start()
     try:
-        report = _run(rig, f"127.0.0.1:{server.port}", 4.5, ticks)
+        # 4.2 s: the sample episode's 134 steps at 30 Hz last 4.47 s, past which the dataset policy refuses the step
+        # index, and the last error must stay the camera's.
+        report = _run(rig, f"127.0.0.1:{server.port}", 4.2, ticks, fault_while_executing(frozen.set, frozen.clear))
     finally:
         frozen.clear()
         rig.close()

@@ -26,6 +26,7 @@ from robot_client.safety import EStop, FirstActionError
 from robot_client.sim.camera_service import SimCameraService
 from robot_client.sim.clock import SimClock
 from robot_client.sim.robot import SimConfig, SimRobot
+from tests.test_faults import fault_while_executing
 from tests.wire_helpers import SAMPLE_DATASET, sample_dataset
 
 CONFIG: RobotConfig = load_robot_config("bimanual_yam")
@@ -143,8 +144,10 @@ def test_server_killed_mid_episode_holds_then_resumes(first_state: np.ndarray) -
     try:
         policy = GrpcPolicy(target=f"127.0.0.1:{port}", streaming=True, timeout_s=0.5, retries=1,
                             backoff_initial_s=0.05)
-        threading.Timer(0.8, kill_and_restart).start()
-        report = run_episode(rig, policy, options(seconds=4.5), 0, on_tick=ticks.append)
+        # Killed once the episode executes, restarted 1.6 s later (tests/test_faults.py: fault_while_executing).
+        report = run_episode(rig, policy, options(seconds=4.5), 0, on_tick=ticks.append,
+                             on_chunk=fault_while_executing(lambda: threading.Thread(target=kill_and_restart).start(),
+                                                            lambda: None))
         policy.close()
     finally:
         rig.close()
