@@ -50,7 +50,9 @@ class MotionSummary:
 
 
 class MotionMeter:
-    """Collects (time, commanded position) per servo tick; `summary` differentiates them."""
+    """Differentiates (time, commanded position) per servo tick as they come, keeping only running peaks: it sits
+    on the servo loop's tick hook, so its cost per tick is a few 14-element operations and its memory is
+    constant however long a run lasts."""
 
     def __init__(self, joint_names: Sequence[str], velocity: F64, acceleration: F64, jerk: F64) -> None:
         self.joint_names = tuple(joint_names)
@@ -59,28 +61,38 @@ class MotionMeter:
         for name, limit in zip(("velocity", "acceleration", "jerk"), self.limits, strict=True):
             if limit.shape != (len(self.joint_names),) or not np.all(limit > 0):
                 raise ValueError(f"{name} limits: expected {len(self.joint_names)} positive values, got {limit}")
-        self._times: list[float] = []
-        self._positions: list[F64] = []
+        n = len(self.joint_names)
+        self._peaks = [np.zeros(n), np.zeros(n), np.zeros(n)]  # |velocity|, |acceleration|, |jerk|
+        self._jerk_squares = np.zeros(n)
+        self._jerks = 0
+        self._ticks = 0
+        # The latest sample of each derivative and the time it stands at (the midpoint of its difference).
+        self._last: list[tuple[float, F64] | None] = [None, None, None]  # position, velocity, acceleration
 
     def add(self, time: float, position: F64) -> None:
-        self._times.append(float(time))
-        self._positions.append(np.asarray(position, dtype=np.float64).copy())
+        sample: tuple[float, F64] = (float(time), np.asarray(position, dtype=np.float64).copy())
+        previous = self._last[0]
+        if previous is not None and sample[0] - previous[0] <= 1e-9:
+            return  # a repeated time stamp carries no new motion
+        self._ticks += 1
+        for order in range(3):  # position -> velocity -> acceleration -> jerk
+            before = self._last[order]
+            self._last[order] = sample
+            if before is None:
+                return
+            dt = sample[0] - before[0]
+            derivative = (sample[1] - before[1]) / dt
+            np.maximum(self._peaks[order], np.abs(derivative), out=self._peaks[order])
+            if order == 2:
+                self._jerk_squares += derivative ** 2
+                self._jerks += 1
+            sample = ((sample[0] + before[0]) / 2, derivative)
 
     def summary(self) -> MotionSummary:
-        n = len(self.joint_names)
-        zeros = np.zeros(n)
-        if len(self._times) < 4:
-            return MotionSummary(self.joint_names, zeros, zeros, zeros, zeros, zeros, zeros, zeros, len(self._times))
-        t = np.asarray(self._times)
-        q = np.stack(self._positions)
-        keep = np.concatenate([[True], np.diff(t) > 1e-9])  # a repeated time stamp carries no new motion
-        t, q = t[keep], q[keep]
-        v = np.diff(q, axis=0) / np.diff(t)[:, None]
-        tv = (t[1:] + t[:-1]) / 2
-        a = np.diff(v, axis=0) / np.diff(tv)[:, None]
-        ta = (tv[1:] + tv[:-1]) / 2
-        j = np.diff(a, axis=0) / np.diff(ta)[:, None]
-        max_v, max_a, max_j = (np.abs(x).max(axis=0) for x in (v, a, j))
+        zeros = np.zeros(len(self.joint_names))
+        if self._jerks == 0:
+            return MotionSummary(self.joint_names, zeros, zeros, zeros, zeros, zeros, zeros, zeros, self._ticks)
+        max_v, max_a, max_j = (peak.copy() for peak in self._peaks)
         v_lim, a_lim, j_lim = self.limits
-        return MotionSummary(self.joint_names, max_v, max_a, max_j, np.sqrt((j ** 2).mean(axis=0)),
-                             max_v / v_lim, max_a / a_lim, max_j / j_lim, len(t))
+        return MotionSummary(self.joint_names, max_v, max_a, max_j, np.sqrt(self._jerk_squares / self._jerks),
+                             max_v / v_lim, max_a / a_lim, max_j / j_lim, self._ticks)

@@ -106,6 +106,10 @@ class StatusLine:
                   f"{'HOLD' if self.holding else 'run '}  tracking {self.error:.3f}{self.live}", end="", flush=True)
 
 
+class ArmsNotConfirmed(ValueError):
+    """Real arms were asked for without --dry-run or the explicit confirmation; nothing was connected."""
+
+
 @dataclass
 class SessionResult:
     """What a run did: one report per episode that ran (with its prompt), and whether the e-stop ended it."""
@@ -117,18 +121,19 @@ class SessionResult:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.robot == "yam" and not (args.dry_run or args.confirmed):
-        print("refusing to move real arms: run once with --dry-run, then add --i-understand-this-moves-the-arm",
-              file=sys.stderr)
+    try:
+        result = run_session(args)
+    except ArmsNotConfirmed as exc:
+        print(exc, file=sys.stderr)
         return 2
-    result = run_session(args)
     return 0 if result.reports and not result.estopped else 1
 
 
 def run_session(args: argparse.Namespace) -> SessionResult:
     """The episodes `args` describe (parsed by `add_arguments`), recorded and viewed as asked."""
     if args.robot == "yam" and not (args.dry_run or args.confirmed):
-        raise ValueError("real arms (--robot yam) need --dry-run or --i-understand-this-moves-the-arm")
+        raise ArmsNotConfirmed("refusing to move real arms: run once with --dry-run, then add "
+                               "--i-understand-this-moves-the-arm")
     prompts: list[str] = list(args.prompt) if args.prompt else [""]
     config = load_robot_config(args.config)
     if args.calibration is not None:

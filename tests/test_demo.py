@@ -77,3 +77,22 @@ def test_each_threshold_fails_by_name() -> None:
     jumpy = SessionResult([_report(0, True, jerk_step=0.01)], ["a"])
     _, checks = summarize_episodes(jumpy, Thresholds())
     assert "commanded jerk" in [c.name for c in checks if not c.passed]
+
+
+def test_a_recording_is_checked_for_containment_in_the_stats(demo_run: tuple[int, Path]) -> None:
+    """The doctor picks containment for our recordings by itself, and coverage when told."""
+    from replay.doctor import DoctorOptions, run_doctor
+
+    recording = open_dataset(demo_run[1] / "recording.zarr")
+    for fit, expected in (("auto", "containment"), ("coverage", "coverage")):
+        result = run_doctor(recording, DoctorOptions(checkpoint=DEFAULT_CHECKPOINT, plots=False, stats_fit=fit))
+        said = [f.message for f in result.findings if f.code == "stats_fit"]
+        assert len(said) == 1 and said[0].startswith(f"data checked for {expected}"), said
+
+
+def test_a_missing_checkpoint_stops_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_demo(DemoConfig(checkpoint=tmp_path / "nothing", out=tmp_path / "out"))
+    assert code == 2
+    printed = capsys.readouterr().out
+    assert "missing model.safetensors" in printed and "python -m training.train --out data/demo_policy" in printed
+    assert not (tmp_path / "out").exists()

@@ -53,3 +53,26 @@ def test_the_servo_stays_within_its_limits_as_measured() -> None:
     assert float(s.acceleration_ratio.max()) <= 1.05
     assert float(s.jerk_ratio.max()) <= 1.10
     assert float(s.velocity_ratio.max()) > 0.5  # it did move
+
+
+def test_streaming_peaks_equal_the_differences_of_the_whole_series() -> None:
+    """Uneven tick times and random motion: the running peaks equal third differences over the stored series."""
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.004, 0.006, size=300))
+    q = np.cumsum(rng.normal(0, 1e-3, size=(300, 2)), axis=0)
+    meter = MotionMeter(NAMES, *LIMITS)
+    for k in range(300):
+        meter.add(float(t[k]), q[k])
+        if k == 100:
+            meter.add(float(t[k]), q[k] + 1.0)  # a repeated time stamp is ignored
+    v = np.diff(q, axis=0) / np.diff(t)[:, None]
+    tv = (t[1:] + t[:-1]) / 2
+    a = np.diff(v, axis=0) / np.diff(tv)[:, None]
+    ta = (tv[1:] + tv[:-1]) / 2
+    j = np.diff(a, axis=0) / np.diff(ta)[:, None]
+    s = meter.summary()
+    assert s.ticks == 300
+    np.testing.assert_allclose(s.max_velocity, np.abs(v).max(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s.max_acceleration, np.abs(a).max(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s.max_jerk, np.abs(j).max(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s.rms_jerk, np.sqrt((j ** 2).mean(axis=0)), rtol=1e-9)
