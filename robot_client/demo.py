@@ -58,6 +58,10 @@ class Thresholds:
     max_oracle_first_l1: float = 0.05
     max_tracking_error: float = 0.25
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_success <= 1.0:
+            raise ValueError(f"min_success must be a fraction in [0, 1], got {self.min_success}")
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -70,6 +74,14 @@ class DemoConfig:
     pace: float = 1.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     server_start_timeout_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds (episode length) must be > 0, got {self.seconds}")
+        if not self.pace > 0:
+            raise ValueError(f"pace (simulated seconds per wall second) must be > 0, got {self.pace}")
 
 
 @dataclass
@@ -343,6 +355,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main_from_args(args: argparse.Namespace) -> int:
     logging.getLogger("robot_client.policy_client").setLevel(logging.ERROR)
-    config = DemoConfig(checkpoint=args.checkpoint, out=args.out, episodes=args.episodes, seconds=args.seconds,
-                        seed=args.seed, pace=args.pace, thresholds=Thresholds(min_success=args.min_success))
+    try:
+        config = DemoConfig(checkpoint=args.checkpoint, out=args.out, episodes=args.episodes, seconds=args.seconds,
+                            seed=args.seed, pace=args.pace, thresholds=Thresholds(min_success=args.min_success))
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     return run_demo(config)

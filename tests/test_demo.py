@@ -96,3 +96,16 @@ def test_a_missing_checkpoint_stops_before_anything_starts(tmp_path: Path, capsy
     printed = capsys.readouterr().out
     assert "missing model.safetensors" in printed and "python -m training.train --out data/demo_policy" in printed
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "field"), [(["--episodes", "0"], "episodes"), (["--seconds", "-1"], "seconds"),
+                                             (["--pace", "0"], "pace"), (["--min-success", "80"], "min_success")])
+def test_bad_demo_options_are_named(argv: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from robot_client.demo import add_arguments, main_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert main_from_args(parser.parse_args(argv)) == 2
+    assert capsys.readouterr().err.startswith(f"demo: {field} ")
