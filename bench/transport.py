@@ -46,7 +46,7 @@ STATE_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in
 
 def make_dataset(cameras: int, size: int) -> Any:
     """A one-episode in-memory dataset with `cameras` cameras of size x size (the dataset policy's input)."""
-    from replay.dataset import CameraInfo, Dataset, DatasetInfo, Episode
+    from robodata.dataset import CameraInfo, Dataset, DatasetInfo, Episode
 
     length = 200
     rng = np.random.default_rng(0)

@@ -80,9 +80,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from calibration.board import BoardError
-    from calibration.calfile import CalibrationError
     from calibration.camera_intrinsics import IntrinsicsError
     from calibration.handeye import HandEyeError
+    from robot_client.calfile import CalibrationError
     from robot_client.config import RobotConfigError
 
     steps = {"intrinsics": _intrinsics, "handeye": _handeye, "board": _board}
@@ -130,7 +130,6 @@ def check_camera_size(robot: Any, camera: str, width: int, height: int) -> None:
 
 def _intrinsics(args: argparse.Namespace) -> int:
     from calibration.board import parse_board
-    from calibration.calfile import update_calibration, with_camera
     from calibration.camera_intrinsics import (
         IntrinsicsOptions,
         calibrate_intrinsics,
@@ -138,6 +137,7 @@ def _intrinsics(args: argparse.Namespace) -> int:
         format_report,
         image_size,
     )
+    from robot_client.calfile import update_calibration, with_camera
 
     spec = parse_board(args.board)
     robot = _robot(args)
@@ -174,14 +174,6 @@ def _intrinsics(args: argparse.Namespace) -> int:
 def _handeye(args: argparse.Namespace) -> int:
     from calibration.board import parse_board
     from calibration.board_detect import detect_board, read_gray
-    from calibration.calfile import (
-        CameraExtrinsics,
-        Measured,
-        load_calibration,
-        now_iso,
-        update_calibration,
-        with_camera,
-    )
     from calibration.handeye import (
         HandEyeError,
         HandEyeOptions,
@@ -191,6 +183,14 @@ def _handeye(args: argparse.Namespace) -> int:
         link_poses,
         load_poses,
         match_views,
+    )
+    from robot_client.calfile import (
+        CameraExtrinsics,
+        Measured,
+        load_calibration,
+        now_iso,
+        update_calibration,
+        with_camera,
     )
 
     spec = parse_board(args.board)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from calibration.board import BoardSpec
 from calibration.board_detect import MAX_BLUR_PX, Detection, detect_board, read_gray
-from calibration.calfile import CameraCalibration, Measured, now_iso
+from robot_client.calfile import CameraCalibration, Measured, now_iso
 
 F64 = npt.NDArray[np.float64]
 DISTORTION_MODELS = {4: cv2.CALIB_FIX_K3, 5: 0, 8: cv2.CALIB_RATIONAL_MODEL}

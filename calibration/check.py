@@ -2,7 +2,7 @@
 
 Why: a policy is only as good as the match between the rig it runs on and the rig that recorded its data;
 each mismatch below has sunk a deployment somewhere, and all of them are visible before anything moves.
-Findings reuse the doctor's type (replay.doctor_findings.Finding: severity, code, where, message), and `where`
+Findings reuse the doctor's type (replay.doctor.findings.Finding: severity, code, where, message), and `where`
 names the joint, camera or calibration field. Exit code: 0 clean (info only), 1 warnings only, 2 any error.
 
 Checks: joint names; ranges and episode start poses vs the config's limits; gripper convention (check_joints);
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from calibration.calfile import check_against_config
 from calibration.check_cameras import check_cameras
 from calibration.check_inputs import DataSummary, RigSpec
 from calibration.check_joints import JointThresholds, check_grippers, check_names, check_ranges, check_start_poses
 from calibration.check_timing import TimingThresholds, check_fps, check_lag
-from replay.doctor_findings import Finding, count
+from replay.doctor.findings import Finding, count
+from robot_client.calfile import check_against_config
 
 EXIT_CLEAN = 0
 EXIT_WARNINGS = 1

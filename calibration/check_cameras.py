@@ -12,7 +12,7 @@ frames the policy expects to change (warning).
 from __future__ import annotations
 
 from calibration.check_inputs import DataSummary, RigSpec
-from replay.doctor_findings import Finding
+from replay.doctor.findings import Finding
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width / height treated as the same aspect ratio
 

@@ -32,13 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.calfile import CalibrationError, load_calibration
     from calibration.check import EXIT_ERRORS, CheckThresholds, run_check
     from calibration.check_inputs import rig_spec, summarize
     from calibration.check_report import render_markdown
     from calibration.check_timing import TimingThresholds
-    from replay.dataset import DatasetError
-    from replay.open import open_dataset
+    from robodata.dataset import DatasetError
+    from robodata.open import open_dataset
+    from robot_client.calfile import CalibrationError, load_calibration
     from robot_client.config import RobotConfigError, load_robot_config
 
     try:

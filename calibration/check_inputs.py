@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from calibration.calfile import RigCalibration
-from replay.dataset import CameraInfo, Dataset
-from replay.lag import LagResult, estimate_lags
+from robodata.dataset import CameraInfo, Dataset
+from robodata.lag import LagResult, estimate_lags
+from robot_client.calfile import RigCalibration
 from robot_client.config import RobotConfig
 from robot_client.rig import SIM_CAMERAS, SIM_IMAGE_SIZE
 
@@ -84,7 +84,7 @@ class DataSummary:
     states: F64  # [N, state_dim], all episodes
     actions: F64  # [N, action_dim]
     starts: tuple[tuple[int, F64], ...]  # (episode index, first state)
-    lag: LagResult | None  # action-to-state lag per action dim (frames), replay.lag
+    lag: LagResult | None  # action-to-state lag per action dim (frames), robodata.lag
     episodes: int
 
 

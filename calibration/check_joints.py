@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.check_inputs import F64, DataSummary, RigSpec
-from replay.doctor_findings import Finding
+from replay.doctor.findings import Finding
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 from calibration.check import EXIT_CLEAN, EXIT_WARNINGS, CheckResult
 from calibration.check_joints import column_map
 from calibration.check_timing import TimingThresholds, dataset_lag_ms
-from replay.doctor_findings import count
+from replay.doctor.findings import count
 
 VERDICTS = {EXIT_CLEAN: "clean", EXIT_WARNINGS: "warnings"}
 

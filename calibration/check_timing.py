@@ -6,7 +6,7 @@ data and run at another rate plays its motions faster or slower (error). The rat
 policy's control_fps, which the check learns from --fps or the policy's policy_config.json.
 
 Why lag: the policy learned how far the state trails its actions on the rig that recorded the data. The
-dataset's lag (replay.lag, the doctor's estimator: cross-correlation of per-frame differences, joints with a
+dataset's lag (robodata.lag, the doctor's estimator: cross-correlation of per-frame differences, joints with a
 peak correlation >= min_peak, median over joints) is compared with the calibration's command_to_motion_ms.
 They are not the same quantity: the dataset's lag also holds the servo's tracking lag, so they agree only to
 within `max(lag_tolerance_ms, lag_tolerance_frames frame periods)` (50 ms or 1 frame, whichever is larger by
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.check_inputs import DataSummary, RigSpec
-from replay.doctor_findings import Finding
-from replay.lag import lag_ms
+from replay.doctor.findings import Finding
+from robodata.lag import lag_ms
 
 
 @dataclass(frozen=True)

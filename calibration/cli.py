@@ -1,5 +1,5 @@
 """`python -m calibration <command>`: the rig's calibration procedures, each writing its section of the rig's
-calibration file (`calibration.calfile`).
+calibration file (`robot_client.calfile`).
 
     joints   zero offsets at the documented zero pose (or --check: each joint's reading there)
     gripper  closed/open motor positions by stall detection at low torque, or pinned

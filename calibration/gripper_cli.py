@@ -52,7 +52,9 @@ def run(args: argparse.Namespace, *, ask: Ask = input, out: TextIO = sys.stdout,
 
 
 def _run(args: argparse.Namespace, ask: Ask, out: TextIO) -> int:
-    from calibration.calfile import (
+    from calibration.gripper_stall import StallConfig, check_span, gripper_type, measure_gripper
+    from calibration.joints_cli import rig_from_args
+    from robot_client.calfile import (
         GripperRange,
         Measured,
         RigCalibration,
@@ -61,8 +63,6 @@ def _run(args: argparse.Namespace, ask: Ask, out: TextIO) -> int:
         update_calibration,
         with_gripper,
     )
-    from calibration.gripper_stall import StallConfig, check_span, gripper_type, measure_gripper
-    from calibration.joints_cli import rig_from_args
     from robot_client.yam import protocol as dm
     from robot_client.yam.driver import open_arm
 

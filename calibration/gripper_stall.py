@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.calfile import CalibrationError
+from robot_client.calfile import CalibrationError
 from robot_client.yam.arm import F64, YamArm
 
 

@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace, ask: Ask, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"--samples must be >= 2, got {args.samples}")
     if args.interval < 0:
         raise UsageError(f"--interval must be >= 0, got {args.interval}")
-    from calibration.calfile import (
+    from calibration.joints_zero import ZeroCriteria, check_zero, unsteady, zero_offsets
+    from robot_client.calfile import (
         JointZero,
         Measured,
         RigCalibration,
@@ -146,7 +147,6 @@ def _run(args: argparse.Namespace, ask: Ask, out: TextIO, err: TextIO) -> int:
         update_calibration,
         with_zero,
     )
-    from calibration.joints_zero import ZeroCriteria, check_zero, unsteady, zero_offsets
 
     rig = rig_from_args(args)
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from calibration.calfile import CalibrationError
+from robot_client.calfile import CalibrationError
 
 F64 = npt.NDArray[np.float64]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from calibration.calfile import Latency, Measured, now_iso
 from calibration.latency_camera import (
     U8,
     CameraLatency,
@@ -26,6 +25,7 @@ from calibration.latency_camera import (
 from calibration.latency_command import CommandLatency, StepConfig, measure_command_latency
 from calibration.latency_pattern import MIN_JERK_PEAK
 from calibration.latency_signal import LatencyError
+from robot_client.calfile import Latency, Measured, now_iso
 from robot_client.config import RobotConfig
 from robot_client.rig import Rig
 

@@ -63,12 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.calfile import CalibrationError, update_calibration, with_latency
     from calibration.latency import LatencyPlan, camera_joints, describe_plan, latency_section, run_latency
     from calibration.latency_camera import CameraLatencyConfig
     from calibration.latency_command import StepConfig
     from calibration.latency_pattern import PatternConfig
     from calibration.latency_signal import LatencyError
+    from robot_client.calfile import CalibrationError, update_calibration, with_latency
     from robot_client.cameras.frame import CameraError
     from robot_client.config import RobotConfigError, load_robot_config
     from robot_client.rig import SIM_CAMERAS, RigError

@@ -7,7 +7,7 @@ Camera lag (`camera_lag`): a frame's motion signal is the mean absolute differen
 (grey, downsampled), which grows with how far the scene moved between the two capture instants. The encoder
 gives the joint's position at servo rate. For a candidate lag L the encoder predicts each frame's motion as
 |q(t_i - L) - q(t_(i-1) - L)|; the lag is the L in a grid (default 1 ms steps) maximizing the Pearson
-correlation of prediction and frame motion. Why not `replay.lag.estimate_lags`: it correlates two series
+correlation of prediction and frame motion. Why not `robodata.lag.estimate_lags`: it correlates two series
 sampled on one uniform grid and resolves whole samples, while here the frames have their own (possibly
 irregular) capture stamps and the encoder is sampled ~7x faster, so the encoder is evaluated at continuous lags
 instead of being decimated to the frame rate (a 33 ms quantum). The motion pattern must not be periodic (see

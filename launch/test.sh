@@ -10,7 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ./launch/setup.sh
 py="$root/.venv/bin/python"
-packages=(policy_server robot_client replay calibration protos training)
+packages=(protos robodata policy_norm policy_server robot_client replay calibration training)
 echo "== ruff"; "$py" -m ruff check --no-cache "${packages[@]}" tests bench
 echo "== mypy"; "$py" -m mypy "${packages[@]}"
 echo "== protos"; "$py" -m protos.generate --check

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from policy_server.normalization.pipeline import NormalizationPipeline
-from policy_server.normalization.selftest import SelfTestResult, startup_selftest
-from replay.open import open_dataset
+from policy_norm.pipeline import NormalizationPipeline
+from policy_norm.selftest import SelfTestResult, startup_selftest
+from robodata.open import open_dataset
 
 log = logging.getLogger(__name__)
 MAX_EPISODES = 50

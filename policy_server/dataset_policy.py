@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policy_server.policy import Policy, PolicyOutput, PolicyWarning
-from policy_server.spec import (
+from policy_norm.spec import (
     CameraSpec,
     FeatureStatsSpec,
     NormStatsSpec,
@@ -30,11 +29,12 @@ from policy_server.spec import (
     PreprocessingSpec,
     gripper_mask,
 )
+from policy_server.policy import Policy, PolicyOutput, PolicyWarning
 from policy_server.validate import ObservationInput
 from protos import policy_pb2 as pb
 from protos.codec import WireError
-from replay.dataset import Dataset, DatasetInfo, Episode
-from replay.open import open_dataset
+from robodata.dataset import Dataset, DatasetInfo, Episode
+from robodata.open import open_dataset
 
 
 @dataclass(frozen=True)

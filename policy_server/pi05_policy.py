@@ -20,20 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policy_norm.checkpoint import build_pipeline
+from policy_norm.errors import NormalizationError, SelfTestError
+from policy_norm.pipeline import NormalizationPipeline
+from policy_norm.report import NormReport
+from policy_norm.selftest import round_trip_selftest
+from policy_norm.spec import CameraSpec, PolicySpec, PreprocessingSpec
 from policy_server.checkpoint.layouts import inspect_checkpoint
 from policy_server.checkpoint.loader import LoadReport, load_checkpoint
 from policy_server.model.dtype_policy import DtypePolicy
 from policy_server.model.pi05 import ModelInputs, Pi05Model
 from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
-from policy_server.normalization.checkpoint import build_pipeline
-from policy_server.normalization.errors import NormalizationError, SelfTestError
-from policy_server.normalization.pipeline import NormalizationPipeline
-from policy_server.normalization.report import NormReport
-from policy_server.normalization.selftest import round_trip_selftest
 from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput, PolicyWarning
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.preflight import MemoryEstimate, preflight
-from policy_server.spec import CameraSpec, PolicySpec, PreprocessingSpec
 from policy_server.tokenizer import PromptTokenizer, find_tokenizer_model
 from policy_server.validate import ObservationInput, RtcInput
 from protos.codec import WireError

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from policy_server.spec import PolicySpec
+from policy_norm.spec import PolicySpec
 from policy_server.validate import ObservationInput
 from protos import policy_pb2 as pb
 

@@ -12,7 +12,7 @@ explicit, validated file next to the weights (or passed with `--policy-config`):
       "default_prompt": null,              # used when an observation has no prompt (null = prompt required)
       "tokenizer": "assets/tokenizer.model",   # relative to the checkpoint; null = search the usual places
       "rtc": {"max_guidance": 5.0, "schedule": "linear"},
-      "normalization": { ... policy_server.normalization NormalizationConfig ... }
+      "normalization": { ... policy_norm NormalizationConfig ... }
     }
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policy_server.normalization.config import NormalizationConfig
+from policy_norm.config import NormalizationConfig
 
 FORMAT = "yam-policy-config"
 VERSION = 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from policy_server.spec import PolicySpec
+from policy_norm.spec import PolicySpec
 from protos import policy_pb2 as pb
 from protos.codec import WireError, decode_image, dtype_name, tensor_to_numpy
 

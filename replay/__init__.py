@@ -1,5 +1,7 @@
-"""Dataset layer: one Episode/Dataset API over LeRobot v2.1/v3.0, Diffusion-Policy zarr and our own recordings.
+"""Tools over the whole stack: the data doctor, the oracle, arm replay, rerun views, stats and the sample dataset.
 
-`replay.open.open_dataset(path)` detects the format; the tools (`python -m replay ...`) only ever see
-`replay.dataset.Dataset`.
+Top floor: it imports the data layer (`robodata`), the normalization (`policy_norm`), the server and the robot
+client, and nothing imports it. `python -m replay <command>` is the entry point (`replay.cli`).
+Sub-packages: `doctor/` (what is wrong with a dataset), `oracle/` (a policy's chunks against the dataset's actions),
+`arm_replay/` (dataset actions on sim or real arms through the safety path), `view/` (rerun views).
 """

@@ -16,11 +16,14 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from policy_server.normalization.errors import NormalizationError
-from replay import arm_replay, doctor, oracle, stats_tool
-from replay.dataset import Dataset, DatasetError, DatasetInfo
-from replay.open import open_dataset
+from policy_norm.errors import NormalizationError
+from replay import stats_tool
+from replay.arm_replay import command as arm_replay
+from replay.doctor import command as doctor
+from replay.oracle import command as oracle
 from replay.view import cli as view_cli
+from robodata.dataset import Dataset, DatasetError, DatasetInfo
+from robodata.open import open_dataset
 
 EXIT_OK = 0
 EXIT_DATASET_ERROR = 2

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from replay.dataset import ImageArray
-from replay.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
-from replay.video import VideoEncoding
+from robodata.dataset import ImageArray
+from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
+from robodata.video import VideoEncoding
 
 ARM_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 JOINT_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)

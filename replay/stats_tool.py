@@ -25,14 +25,14 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from policy_server.normalization.deltas import chunk_action_values, delta_state_indices
-from policy_server.normalization.errors import NormalizationError
-from policy_server.normalization.formats import write_openpi_norm_stats, write_yam_norm_stats
-from policy_server.normalization.numeric import EPSILON_CONVENTIONS, MODES, make_bool_mask
-from policy_server.normalization.stats import FeatureNormStats, NormStats, StatsSource
-from replay.dataset import Dataset, DatasetError
-from replay.lerobot_meta import ACTION_KEY, STATE_KEY, write_json
-from replay.stats import FeatureStats, compute_feature_stats, stats_to_json
+from policy_norm.deltas import chunk_action_values, delta_state_indices
+from policy_norm.errors import NormalizationError
+from policy_norm.formats import write_openpi_norm_stats, write_yam_norm_stats
+from policy_norm.numeric import EPSILON_CONVENTIONS, MODES, make_bool_mask
+from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
+from robodata.dataset import Dataset, DatasetError
+from robodata.lerobot_meta import ACTION_KEY, STATE_KEY, write_json
+from robodata.stats import FeatureStats, compute_feature_stats, stats_to_json
 
 FORMATS = ("openpi", "lerobot", "yam")
 LEROBOT_STATS_FILE = "stats.json"

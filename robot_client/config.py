@@ -146,7 +146,7 @@ class RobotConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     cameras: tuple[CameraEntry, ...] = ()
     source: str = ""
-    # Rig calibration file (zero offsets, gripper limits; `calibration.calfile`), resolved to a path; "" = none.
+    # Rig calibration file (zero offsets, gripper limits; `robot_client.calfile`), resolved to a path; "" = none.
     calibration: str = ""
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 
 F64 = npt.NDArray[np.float64]
 

@@ -25,12 +25,12 @@ from typing import Any, cast
 import grpc
 from openpi_client import base_policy
 
+from policy_norm.image_fit import fit_image
 from protos import policy_pb2 as pb
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import WireError
 from protos.dicts import collect_images, request_from_dict, response_to_dict
 from protos.malloc_tuning import tune_malloc_for_large_messages
-from robot_client.cameras.image_ops import fit_image
 from robot_client.replicas import ReplicaError, check_interchangeable, parse_target
 
 log = logging.getLogger(__name__)

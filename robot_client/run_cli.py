@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from protos import policy_pb2 as pb
-from replay.open import open_dataset
 from replay.view.sink_options import add_sink_arguments, sink_from_args
+from robodata.open import open_dataset
 from robot_client.chunking import MODES, ChunkingConfig
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import TickRecord

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.recording_layout import RecordingSpec
-from replay.recording_writer import RecordingWriter
+from robodata.recording_layout import RecordingSpec
+from robodata.recording_writer import RecordingWriter
 from robot_client.control_loop import TickRecord
 from robot_client.live_compare import LiveComparison
 from robot_client.policy_worker import ChunkRecord

@@ -1,6 +1,6 @@
 """Test fixture: write small LeRobot datasets the way the real `lerobot` library lays them out on disk.
 
-Why a second writer: `replay.lerobot_writer` and `replay.lerobot_reader` were written together, so a
+Why a second writer: `robodata.lerobot_writer` and `robodata.lerobot_reader` were written together, so a
 round trip through both only proves they agree with each other. This module re-derives every path, column,
 arrow type and metadata field from the upstream source instead, and shares no code with `replay` (it must
 not import it), so a reader bug that our own writer mirrors still shows up. It needs only pyarrow, PyAV,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from policy_norm.config import NormalizationConfig
+from policy_norm.limits import yam_limits
+from policy_norm.numeric import make_bool_mask
 from policy_server.checkpoint.bundle import write_servable_checkpoint
 from policy_server.checkpoint.writer import WriteOptions
 from policy_server.model.config import Pi05Config
-from policy_server.normalization.config import NormalizationConfig
-from policy_server.normalization.limits import yam_limits
-from policy_server.normalization.numeric import make_bool_mask
 from policy_server.policy_config import Pi05PolicyConfig
 from policy_server.tokenizer_build import build_sentencepiece_model_bytes
 from replay.stats_tool import StatsRequest, compute_norm_stats

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.arm_replay import EXIT_OK, EXIT_REFUSED, EXIT_TRACKING, build_replay_sim_rig
-from replay.arm_replay_metrics import ReplayMetrics, TrackingThresholds, compute_metrics
-from replay.arm_replay_plan import ReplayError, ReplayPlan, check_action_names, load_plan
-from replay.arm_replay_preview import SnapshotRobot, preview_replay
-from replay.arm_replay_run import ReplayOptions, ReplayTrace, run_replay
+from replay.arm_replay.command import EXIT_OK, EXIT_REFUSED, EXIT_TRACKING, build_replay_sim_rig
+from replay.arm_replay.metrics import ReplayMetrics, TrackingThresholds, compute_metrics
+from replay.arm_replay.plan import ReplayError, ReplayPlan, check_action_names, load_plan
+from replay.arm_replay.preview import SnapshotRobot, preview_replay
+from replay.arm_replay.run import ReplayOptions, ReplayTrace, run_replay
 from replay.cli import main
-from replay.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
-from replay.open import open_dataset
+from robodata.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robodata.open import open_dataset
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import TickRecord
 from robot_client.robot import RobotCommandError

@@ -1,14 +1,14 @@
-"""The shared action-to-state lag estimator (replay.lag): known delays come back, in samples and sub-sample."""
+"""The shared action-to-state lag estimator (robodata.lag): known delays come back, in samples and sub-sample."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from replay.doctor_checks import CheckThresholds
-from replay.doctor_checks import estimate_lags as doctor_estimate_lags
-from replay.doctor_raw import DoctorEpisode
-from replay.lag import Signal, estimate_lags, lag_ms, pair
+from replay.doctor.checks import CheckThresholds
+from replay.doctor.checks import estimate_lags as doctor_estimate_lags
+from replay.doctor.raw import DoctorEpisode
+from robodata.lag import Signal, estimate_lags, lag_ms, pair
 
 
 def _smooth_walk(n: int, dims: int, seed: int) -> np.ndarray:

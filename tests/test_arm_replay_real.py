@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.arm_replay import EXIT_OK, EXIT_REFUSED, replay_real
+from replay.arm_replay.command import EXIT_OK, EXIT_REFUSED, replay_real
 from replay.cli import build_parser
-from replay.open import open_dataset
+from robodata.open import open_dataset
 from robot_client.config import CONFIG_DIR, RobotConfig, load_robot_config
 from robot_client.rig import Rig
 from robot_client.robot import F64

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from policy_norm.config import RangeThresholds
 from policy_server.batching import Batcher, BatcherClosed, BatchingConfig, BatchQueueFull
-from policy_server.normalization.config import RangeThresholds
 from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
 from policy_server.policy import BatchItem, PolicyOutput
 from policy_server.server import PolicyServer, ServerConfig
 from policy_server.validate import ObservationInput
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 from robot_client.policy_client import (
     GrpcPolicy,
     PolicyClientError,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from calibration.calfile import (
+from robot_client.calfile import (
     CalibrationError,
     CameraCalibration,
     CameraExtrinsics,

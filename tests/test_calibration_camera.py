@@ -36,7 +36,6 @@ import pytest
 from calibration import camera_cli
 from calibration.board import BoardError, parse_board
 from calibration.board_detect import detect_board, read_gray
-from calibration.calfile import CameraCalibration, Measured, load_calibration, now_iso, update_calibration, with_camera
 from calibration.camera_intrinsics import IntrinsicsOptions, calibrate_intrinsics, detect_views
 from calibration.cli import main
 from calibration.handeye import (
@@ -49,6 +48,7 @@ from calibration.handeye import (
     rotation_angle_deg,
     solve,
 )
+from robot_client.calfile import CameraCalibration, Measured, load_calibration, now_iso, update_calibration, with_camera
 from robot_client.config import CONFIG_DIR
 from tests.calibration_camera_helpers import (
     LEFT_JOINTS,

@@ -1,7 +1,7 @@
 """`python -m calibration check` on real dataset files: the sample dataset is clean against the sim rig, and each
 injected mismatch is flagged with its exit code and the joint, camera or field named.
 
-Fixture datasets are LeRobot v3.0 written with replay.lerobot_writer (PNG image columns, 32x24 frames so
+Fixture datasets are LeRobot v3.0 written with robodata.lerobot_writer (PNG image columns, 32x24 frames so
 writing costs nothing) from the sample generator's numbers (replay.make_sample_dataset: 2 episodes of 60..70
 frames at 30 fps, the state trailing the action by 2 frames = 67 ms). They run against the bundled
 bimanual_yam config plus [[camera]] tables for top and left_wrist at 32x24, and a complete calibration file
@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from calibration import check_cli
-from calibration.calfile import (
+from replay.make_sample_dataset import JOINT_NAMES, SampleConfig, generate_episodes
+from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robot_client.calfile import (
     CameraCalibration,
     GripperRange,
     JointZero,
@@ -32,8 +34,6 @@ from calibration.calfile import (
     now_iso,
     save_calibration,
 )
-from replay.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
-from replay.make_sample_dataset import JOINT_NAMES, SampleConfig, generate_episodes
 from robot_client.config import CONFIG_DIR, load_robot_config
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample_yam"
@@ -205,7 +205,7 @@ def test_other_fps_is_an_error(tmp_path: Path, rig_files: tuple[Path, Path],
 
 def test_lag_far_from_the_rig_latency_is_a_warning(base: Path, rig_files: tuple[Path, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from calibration.calfile import load_calibration
+    from robot_client.calfile import load_calibration
 
     cal = load_calibration(rig_files[1])
     assert cal.latency is not None

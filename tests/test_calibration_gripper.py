@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from calibration import gripper_cli, joints_cli
-from calibration.calfile import load_calibration
+from robot_client.calfile import load_calibration
 from tests.calibration_arm_helpers import SLOW_BUS, Bench, bench, run_cli
 
 TOLERANCE = 5e-3

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from calibration import gripper_cli, joints_cli
-from calibration.calfile import (
+from robot_client.calfile import (
     GripperRange,
     JointZero,
     Measured,

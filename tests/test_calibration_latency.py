@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 
 from calibration import latency_cli
-from calibration.calfile import GripperRange, Measured, RigCalibration, load_calibration, save_calibration
 from calibration.latency_camera import CameraLatencyConfig, measure_camera_latency
 from calibration.latency_command import StepConfig, measure_command_latency, signed_step
 from calibration.latency_pattern import PatternConfig, make_pattern
 from calibration.latency_signal import LatencyError, camera_lag, predicted_motion
 from calibration.latency_ticks import Ticker
+from robot_client.calfile import GripperRange, Measured, RigCalibration, load_calibration, save_calibration
 from robot_client.config import load_robot_config
 from robot_client.rig import build_sim_rig
 from robot_client.sim import SimCameraConfig, SimCameras, SimConfig, SimRobot

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from openpi_client import image_tools
 
-from robot_client.cameras import ResizeSpec, bgr_to_rgb, center_crop, resize_with_center_crop, resize_with_pad
+from policy_norm.image_fit import center_crop, resize_with_center_crop, resize_with_pad
+from robot_client.cameras import ResizeSpec, bgr_to_rgb
 
 
 def _noise(height: int, width: int, seed: int) -> np.ndarray:

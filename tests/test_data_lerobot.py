@@ -1,4 +1,4 @@
-"""LeRobot v3.0 / v2.1 datasets written by replay.lerobot_writer read back through replay.lerobot_reader.
+"""LeRobot v3.0 / v2.1 datasets written by robodata.lerobot_writer read back through robodata.lerobot_reader.
 
 Fixtures are real files in tmp_path. Numbers must come back exactly (float32 as written); PNG images exactly;
 AV1 video within a mean absolute difference of AV1_MAX_MEAN_ABS_DIFF levels (lossy codec).
@@ -18,17 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.dataset import DatasetError
-from replay.lerobot_reader import LeRobotDataset, LeRobotOptions, open_lerobot
-from replay.lerobot_writer import (
+from robodata.dataset import DatasetError
+from robodata.lerobot_reader import LeRobotDataset, LeRobotOptions, open_lerobot
+from robodata.lerobot_writer import (
     CameraSpec,
     EpisodeData,
     LeRobotWriter,
     LeRobotWriterConfig,
     write_lerobot_dataset,
 )
-from replay.stats import aggregate_stats, compute_feature_stats, compute_image_stats
-from replay.video import VideoEncoding
+from robodata.stats import aggregate_stats, compute_feature_stats, compute_image_stats
+from robodata.video import VideoEncoding
 
 AV1_MAX_MEAN_ABS_DIFF = 3.0
 STATE_NAMES = ("left_joint1", "left_joint2", "left_gripper")

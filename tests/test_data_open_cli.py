@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from replay.cli import main
-from replay.dataset import DatasetError
-from replay.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
-from replay.open import detect_format, open_dataset
-from replay.recording import RecordingSpec, RecordingWriter
-from replay.zarr_dp_writer import write_dp_zarr
+from robodata.dataset import DatasetError
+from robodata.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robodata.open import detect_format, open_dataset
+from robodata.recording import RecordingSpec, RecordingWriter
+from robodata.zarr_dp_writer import write_dp_zarr
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample_yam"

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from replay.dataset import DatasetError
-from replay.open import open_dataset
-from replay.recording import RecordingDataset, RecordingOptions, RecordingSpec, RecordingWriter
+from robodata.dataset import DatasetError
+from robodata.open import open_dataset
+from robodata.recording import RecordingDataset, RecordingOptions, RecordingSpec, RecordingWriter
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("j1", "j2", "j3", "gripper")
@@ -215,7 +215,7 @@ CHILD = r"""
 import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from replay.recording import RecordingSpec, RecordingWriter
+from robodata.recording import RecordingSpec, RecordingWriter
 from tests.test_data_recording import frame, spec
 
 path, mode = sys.argv[1], sys.argv[3]

@@ -18,7 +18,7 @@ from replay.make_sample_dataset import (
     generate_episodes,
     main,
 )
-from replay.open import open_dataset
+from robodata.open import open_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample_yam"
 MAX_BYTES = 10 * 1024 * 1024

@@ -11,9 +11,9 @@ import numpy.typing as npt
 import pytest
 import zarr
 
-from replay.dataset import DatasetError
-from replay.zarr_dp_reader import DPKeyMap, DPZarrDataset, DPZarrOptions
-from replay.zarr_dp_writer import write_dp_zarr
+from robodata.dataset import DatasetError
+from robodata.zarr_dp_reader import DPKeyMap, DPZarrDataset, DPZarrOptions
+from robodata.zarr_dp_writer import write_dp_zarr
 
 LENGTHS = (12, 7, 20)
 

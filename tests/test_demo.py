@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.open import open_dataset
+from robodata.open import open_dataset
 from robot_client.control_loop import LoopEvents
 from robot_client.demo import DEFAULT_CHECKPOINT, DemoConfig, Thresholds, run_demo, summarize_episodes
 from robot_client.motion_stats import MotionMeter
@@ -81,7 +81,7 @@ def test_each_threshold_fails_by_name() -> None:
 
 def test_a_recording_is_checked_for_containment_in_the_stats(demo_run: tuple[int, Path]) -> None:
     """The doctor picks containment for our recordings by itself, and coverage when told."""
-    from replay.doctor import DoctorOptions, run_doctor
+    from replay.doctor.command import DoctorOptions, run_doctor
 
     recording = open_dataset(demo_run[1] / "recording.zarr")
     for fit, expected in (("auto", "containment"), ("coverage", "coverage")):

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from policy_server.normalization.numeric import quantile_normalize
-from replay.doctor import DoctorOptions, run_doctor
-from replay.open import open_dataset
-from replay.zarr_dp_writer import write_dp_zarr
+from policy_norm.numeric import quantile_normalize
+from replay.doctor.command import DoctorOptions, run_doctor
+from robodata.open import open_dataset
+from robodata.zarr_dp_writer import write_dp_zarr
 from tests.test_doctor_fixtures import (
     YAM_MASK,
     computed_stats,

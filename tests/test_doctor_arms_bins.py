@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_server.normalization.checkpoint import build_pipeline
-from policy_server.normalization.numeric import discretize_state
-from replay.doctor import DoctorOptions, run_doctor
-from replay.doctor_bins import BinThresholds, bin_coverage, bin_findings
-from replay.open import open_dataset
-from replay.zarr_dp_writer import write_dp_zarr
+from policy_norm.checkpoint import build_pipeline
+from policy_norm.numeric import discretize_state
+from replay.doctor.bins import BinThresholds, bin_coverage, bin_findings
+from replay.doctor.command import DoctorOptions, run_doctor
+from robodata.open import open_dataset
+from robodata.zarr_dp_writer import write_dp_zarr
 from tests.test_doctor_fixtures import (
     Episodes,
     computed_stats,

@@ -18,13 +18,13 @@ import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import save_file
 
-from policy_server.normalization.formats import write_openpi_norm_stats
-from policy_server.normalization.stats import FeatureNormStats
+from policy_norm.formats import write_openpi_norm_stats
+from policy_norm.stats import FeatureNormStats
 from replay.cli import main
-from replay.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 from replay.make_sample_dataset import JOINT_NAMES, SampleConfig, generate_episodes
-from replay.open import open_dataset
 from replay.stats_tool import ComputedStats, StatsRequest, compute_norm_stats
+from robodata.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robodata.open import open_dataset
 
 F64 = npt.NDArray[np.float64]
 FPS = 30

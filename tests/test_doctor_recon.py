@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from replay.cli import build_parser
-from replay.doctor import DoctorOptions, _recon_request, run_doctor
-from replay.doctor_raw import load_episodes
-from replay.doctor_recon import ReconRequest, sample_frames
-from replay.open import open_dataset
+from replay.doctor.command import DoctorOptions, _recon_request, run_doctor
+from replay.doctor.raw import load_episodes
+from replay.doctor.recon import ReconRequest, sample_frames
+from robodata.open import open_dataset
 from tests.pi05_helpers import make_servable_checkpoint
 from tests.test_doctor_fixtures import run_cli, write_lerobot, yam_episodes
 from tests.wire_helpers import SAMPLE_DATASET, running_server

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from replay.dataset import Dataset
-from replay.open import open_dataset
+from robodata.dataset import Dataset
+from robodata.open import open_dataset
 from tests.lerobot_reference_writer import (
     RefEpisode,
     RefSpec,

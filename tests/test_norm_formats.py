@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from policy_server.normalization import (
+from policy_norm import (
     NormalizationConfig,
     NormConfigError,
     NormStatsError,
@@ -24,8 +24,8 @@ from policy_server.normalization import (
     read_yam_norm_stats,
     write_yam_norm_stats,
 )
-from policy_server.normalization.stats import FeatureNormStats, NormStats, StatsSource
-from policy_server.spec import NormStatsSpec
+from policy_norm.spec import NormStatsSpec
+from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 
 NAMES = ("j1", "j2", "gripper")
 MEAN, STD = [0.5, 1.0, 0.5], [0.2, 0.3, 0.4]
@@ -217,7 +217,7 @@ def test_own_format_round_trip(tmp_path: Path) -> None:
 def test_names_are_checked_and_reordered(tmp_path: Path) -> None:
     feat = FeatureNormStats(q01=np.array([0.0, 1.0, 2.0]), q99=np.array([1.0, 2.0, 3.0]), names=("gripper", "j1", "j2"))
     stats = NormStats(feat, feat, StatsSource("yam", "mem"), mode="quantile", epsilon="openpi")
-    from policy_server.normalization import NormalizationPipeline
+    from policy_norm import NormalizationPipeline
 
     p = NormalizationPipeline(_config(), stats)
     assert p.resolved.state.a.tolist() == [1.0, 2.0, 0.0]  # stats now in the robot's joint order

@@ -1,4 +1,4 @@
-"""Formulas, epsilons, masks and state bins of policy_server.normalization.numeric (property tests included)."""
+"""Formulas, epsilons, masks and state bins of policy_norm.numeric (property tests included)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from policy_server.normalization.deltas import (
+from policy_norm.deltas import (
     absolute_to_delta,
     chunk_action_values,
     delta_state_indices,
     delta_to_absolute,
 )
-from policy_server.normalization.errors import NormConfigError
-from policy_server.normalization.numeric import (
+from policy_norm.errors import NormConfigError
+from policy_norm.numeric import (
     LEROBOT_EPS,
     OPENPI_EPS,
     discretize_state,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from policy_server.normalization import (
+from policy_norm import (
     GripperConfig,
     NormalizationConfig,
     NormalizationPipeline,
@@ -21,7 +21,7 @@ from policy_server.normalization import (
     make_bool_mask,
     yam_limits,
 )
-from policy_server.normalization.stats import FeatureNormStats, NormStats, StatsSource
+from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from protos import policy_pb2 as pb
 
 ARM = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_server.normalization import (
+from policy_norm import (
     NormalizationConfig,
     NormalizationPipeline,
     SelfTestError,
@@ -15,8 +15,8 @@ from policy_server.normalization import (
     round_trip_selftest,
     startup_selftest,
 )
-from policy_server.normalization.stats import FeatureNormStats, NormStats, StatsSource
-from replay.open import open_dataset
+from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
+from robodata.open import open_dataset
 from tests.test_doctor_fixtures import (
     YAM_MASK,
     computed_stats,
@@ -95,7 +95,7 @@ def test_broken_round_trip_is_refused() -> None:
 def test_a_few_episodes_are_checked_for_containment_not_coverage(dataset: Path, tmp_path: Path) -> None:
     """A recording covers part of the training range: with coverage=False it passes where it lies inside the
     stats, and the wrong stats and never-normalized data are still named."""
-    from policy_server.normalization.datacheck import DataCheckThresholds, check_data
+    from policy_norm.datacheck import DataCheckThresholds, check_data
 
     stats = computed_stats(dataset, YAM_MASK, horizon=10)
     ckpt = openpi_checkpoint(tmp_path / "ck", stats.feature("state"), stats.feature("actions"),

@@ -21,12 +21,12 @@ from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
 from policy_server.policy import Policy, PolicyOutput
 from policy_server.server import PolicyServer, ServerConfig
 from policy_server.validate import ObservationInput
-from replay.dataset import Dataset
-from replay.oracle import OracleOptions, run_oracle
-from replay.oracle_core import OracleError, frame_chunks
-from replay.oracle_result import PADDED_INCLUDE
-from replay.policy_sources import ServerSource
+from replay.oracle.command import OracleOptions, run_oracle
+from replay.oracle.core import OracleError, frame_chunks
+from replay.oracle.result import PADDED_INCLUDE
+from replay.oracle.sources import ServerSource
 from replay.view.rrd_read import read_rrd
+from robodata.dataset import Dataset
 from tests.test_doctor_fixtures import run_cli, write_lerobot, yam_episodes
 from tests.wire_helpers import SAMPLE_DATASET, sample_dataset
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_server.normalization.numeric import quantile_span
-from replay.oracle import OracleOptions, run_oracle
-from replay.policy_sources import LocalModelSource, open_policy_source
+from policy_norm.numeric import quantile_span
+from replay.oracle.command import OracleOptions, run_oracle
+from replay.oracle.sources import LocalModelSource, open_policy_source
 from tests.pi05_helpers import make_servable_checkpoint
 from tests.test_doctor_fixtures import run_cli
 from tests.wire_helpers import SAMPLE_DATASET, sample_dataset

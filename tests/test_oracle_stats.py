@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay.oracle import OracleOptions
-from replay.oracle_core import OracleError, match_names
-from replay.oracle_stats import error_stats, real_rows, worst_frames
+from replay.oracle.command import OracleOptions
+from replay.oracle.core import OracleError, match_names
+from replay.oracle.stats import error_stats, real_rows, worst_frames
 
 
 def test_padded_rows_and_unreached_steps() -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_server.normalization.errors import SelfTestError
+from policy_norm.errors import SelfTestError
 from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
 from policy_server.preflight import PreflightError
 from policy_server.server import PolicyServer, ServerConfig
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 from robot_client.policy_client import GrpcPolicy, PolicyRequestError, PolicyServerError
 from tests.pi05_helpers import make_servable_checkpoint
 from tests.wire_helpers import REPO_ROOT, SAMPLE_DATASET, observation_for, sample_dataset

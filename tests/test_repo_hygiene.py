@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["policy_server", "robot_client", "replay", "calibration", "protos"]
+PACKAGES = ["protos", "robodata", "policy_norm", "policy_server", "robot_client", "replay", "calibration", "training"]
 
 
 def _python_files() -> list[Path]:

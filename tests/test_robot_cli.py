@@ -15,9 +15,9 @@ import pytest
 from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
 from policy_server.server import PolicyServer, ServerConfig
 from replay.cli import main as replay_main
-from replay.open import open_dataset
-from replay.recording import RecordingDataset
 from replay.view.rrd_read import read_rrd
+from robodata.open import open_dataset
+from robodata.recording import RecordingDataset
 from tests.wire_helpers import REPO_ROOT, SAMPLE_DATASET
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.open import open_dataset
+from robodata.open import open_dataset
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.robot import RobotCommandError, RobotError, RobotFault
 from robot_client.sim import Pose, SimConfig, SimRobot

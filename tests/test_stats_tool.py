@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_server.normalization import read_lerobot_stats_json, read_openpi_norm_stats, read_yam_norm_stats
-from replay.open import open_dataset
+from policy_norm import read_lerobot_stats_json, read_openpi_norm_stats, read_yam_norm_stats
 from replay.stats_tool import StatsRequest, compute_norm_stats
-from replay.zarr_dp_writer import write_dp_zarr
+from robodata.open import open_dataset
+from robodata.zarr_dp_writer import write_dp_zarr
 from tests.test_doctor_fixtures import run_cli, write_lerobot, yam_episodes
 
 # The stated error bound of the tool's quantiles against numpy's exact quantile of the same frames: none.

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from replay.cli import main
-from replay.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 from replay.view.rrd_read import read_rrd
+from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample_yam"

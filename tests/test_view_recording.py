@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from replay.cli import main
-from replay.recording import RecordingSpec, RecordingWriter
 from replay.view.chunks import FanSlots
 from replay.view.extras import plan_extras
 from replay.view.rrd_read import read_rrd
+from robodata.recording import RecordingSpec, RecordingWriter
 from robot_client.config import load_robot_config
 from robot_client.control_loop import TickRecord
 from robot_client.policy_worker import ChunkRecord

@@ -20,7 +20,7 @@ from policy_server.server import PolicyServer
 from protos import policy_pb2 as pb
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import encode_image, numpy_to_tensor
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 from tests.wire_helpers import running_server, sample_dataset
 
 FIELD_MESSAGE = re.compile(r"^(request|observation(\.[a-z_]+|\[[^\]]*\]|\s\([a-z0-9_]+\))*(\.[a-z_/]+)*): \S")

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from policy_server.server import SERVICE_NAME, PolicyServer, ServerConfig
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import numpy_to_tensor
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 from robot_client.policy_client import (
     GrpcPolicy,
     PolicyRequestError,

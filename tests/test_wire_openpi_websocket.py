@@ -13,7 +13,7 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.sync.client import connect
 
 from policy_server.server import PolicyServer
-from replay.dataset import Dataset
+from robodata.dataset import Dataset
 from robot_client.policy_client import GrpcPolicy
 from tests.wire_helpers import observation_for, running_server, sample_dataset
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
 from policy_server.server import PolicyServer, ServerConfig
-from replay.dataset import Dataset
-from replay.open import open_dataset
+from robodata.dataset import Dataset
+from robodata.open import open_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = REPO_ROOT / "data" / "sample_yam"

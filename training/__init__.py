@@ -5,6 +5,6 @@
     python -m training.evaluate --checkpoint runs/demo_policy --episodes 20   # closed loop over gRPC in sim
 
 Training feeds the model exactly what serving feeds it (policy_server.pi05_policy): states and actions go
-through the one normalization pipeline (policy_server.normalization), prompts through the Pi0.5 tokenizer with
+through the one normalization pipeline (policy_norm), prompts through the Pi0.5 tokenizer with
 the discretized state, images resized as the client does and scaled to [-1, 1] as the server does.
 """

@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from policy_norm.pipeline import NormalizationPipeline
 from policy_server.model.config import Pi05Config
 from policy_server.model.pi05 import ModelInputs
-from policy_server.normalization.pipeline import NormalizationPipeline
 from policy_server.tokenizer import PromptTokenizer
-from replay.dataset import Dataset, DatasetError
+from robodata.dataset import Dataset, DatasetError
 from robot_client.sim.layout import SceneLayout
 
 # Objects whose place the auxiliary probe regresses from the image tokens (see training.train.ObjectProbe).

@@ -109,7 +109,7 @@ class DemoRecorder:
         self.robot.close()
 
     def image(self) -> npt.NDArray[np.uint8]:
-        from robot_client.cameras.image_ops import fit_image
+        from policy_norm.image_fit import fit_image
 
         rgb = self.cameras.capture(self.config.camera).rgb
         s = self.config.image_size
@@ -177,7 +177,7 @@ def record_demos(config: DemoConfig, workers: int = 1) -> list[RecordedEpisode]:
 
 def write_demos(out: Path, config: DemoConfig, episodes: Sequence[RecordedEpisode]) -> Path:
     """Write the successful episodes as a LeRobot v3.0 dataset (PNG images) plus the manifest."""
-    from replay.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
+    from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
     from robot_client.config import load_robot_config
 
     names = load_robot_config(config.robot_config).joint_names

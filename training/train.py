@@ -38,20 +38,20 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from policy_norm.checkpoint import build_pipeline
+from policy_norm.config import NormalizationConfig
+from policy_norm.formats import write_openpi_norm_stats
+from policy_norm.limits import yam_limits
+from policy_norm.numeric import make_bool_mask
+from policy_norm.pipeline import NormalizationPipeline
 from policy_server.checkpoint.bundle import write_servable_checkpoint
 from policy_server.model.config import Pi05Config, preset
 from policy_server.model.pi05 import ModelInputs, Pi05Model
-from policy_server.normalization.checkpoint import build_pipeline
-from policy_server.normalization.config import NormalizationConfig
-from policy_server.normalization.formats import write_openpi_norm_stats
-from policy_server.normalization.limits import yam_limits
-from policy_server.normalization.numeric import make_bool_mask
-from policy_server.normalization.pipeline import NormalizationPipeline
 from policy_server.policy_config import Pi05PolicyConfig
 from policy_server.tokenizer import PromptTokenizer
 from policy_server.tokenizer_build import build_sentencepiece_model_bytes
-from replay.open import open_dataset
 from replay.stats_tool import ComputedStats, StatsRequest, compute_norm_stats
+from robodata.open import open_dataset
 from training.data import Samples, build_samples
 from training.demos import DEFAULT_CACHE, DemoConfig, ensure_demos, read_manifest
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from policy_norm.formats import write_openpi_norm_stats
+from policy_norm.lerobot_processor import write_lerobot_processor_stats
+from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from policy_server.checkpoint.writer import WriteOptions, write_checkpoint
 from policy_server.model.pi05 import Pi05Model
-from policy_server.normalization.formats import write_openpi_norm_stats
-from policy_server.normalization.lerobot_processor import write_lerobot_processor_stats
-from policy_server.normalization.stats import FeatureNormStats, NormStats, StatsSource
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig
 
 TOKENIZER_PATH = "assets/tokenizer.model"

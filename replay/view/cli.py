@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from replay.open import open_dataset
+    from robodata.open import open_dataset
 
     options: dict[str, Any] = {}
     if args.fps is not None:
@@ -47,10 +47,10 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from replay.dataset import DatasetError
     from replay.view.dataset_view import default_save_path, view_dataset
     from replay.view.episode import EpisodeViewConfig
     from replay.view.sinks import SinkError
+    from robodata.dataset import DatasetError
 
     dataset = _open(args)
     available = dataset.episode_indices()

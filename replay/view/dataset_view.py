@@ -14,10 +14,10 @@ from typing import TextIO
 
 import rerun as rr
 
-from replay.dataset import Dataset
 from replay.view.episode import EpisodeViewConfig, EpisodeViewer, EpisodeViewReport
 from replay.view.layout import build_blueprint
 from replay.view.sinks import SinkConfig, Sinks
+from robodata.dataset import Dataset
 
 APP_ID = "yam_replay"
 

@@ -16,8 +16,6 @@ import numpy.typing as npt
 import rerun as rr
 from tqdm import tqdm
 
-from replay.dataset import Dataset, Episode
-from replay.recording import RecordingDataset
 from replay.view import layout
 from replay.view.chunks import DEFAULT_MAX_SLOTS, FanLogger, FanSlots, chunk_sources
 from replay.view.columns import TimeIndex, log_at, log_series_styles, send_joint_series, send_scalars
@@ -25,6 +23,8 @@ from replay.view.extras import ExtrasPlan, plan_extras, transitions
 from replay.view.kinematics import DEFAULT_MODEL, KinematicsError, RobotKinematics
 from replay.view.robot3d import log_robot_static, send_robot_poses
 from replay.view.text import WARN, TextRow, hold_row
+from robodata.dataset import Dataset, Episode
+from robodata.recording import RecordingDataset
 
 F64 = npt.NDArray[np.float64]
 

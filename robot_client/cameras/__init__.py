@@ -11,9 +11,6 @@ from robot_client.cameras.image_ops import (
     ResizeMode,
     ResizeSpec,
     bgr_to_rgb,
-    center_crop,
-    resize_with_center_crop,
-    resize_with_pad,
 )
 from robot_client.cameras.opencv_camera import CameraConfig, CaptureFormat, OpenCVCamera
 from robot_client.cameras.rig import CameraRig, CameraSkewError, RigFrames, capture_skew
@@ -44,10 +41,7 @@ __all__ = [
     "available_video_devices",
     "bgr_to_rgb",
     "capture_skew",
-    "center_crop",
     "find_by_serial",
     "frame_checksum",
-    "resize_with_center_crop",
-    "resize_with_pad",
     "resolve_device",
 ]

@@ -1,8 +1,7 @@
-"""Pixel operations between the sensor and the policy: colour order and fitting to the policy's input size.
+"""Pixel operations between the sensor and the policy: colour order, and fitting inside the camera.
 
-The resize must match what the policy saw in training. openpi's data pipeline uses
-`openpi_client.image_tools.resize_with_pad` (PIL bilinear, black padding, centred), so `resize_with_pad` here
-uses the same geometry and the same PIL resampler, which makes it pixel-identical rather than merely close.
+The fitting functions themselves live in `policy_norm.image_fit` (shared with the server and the tools); this
+module only adds the BGR->RGB swap and the camera-side `ResizeSpec`.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image
 
+from policy_norm.image_fit import resize_with_center_crop, resize_with_pad
 from robot_client.cameras.frame import U8Image
 
 ResizeMode = Literal["pad", "crop"]
@@ -27,57 +26,6 @@ def bgr_to_rgb(bgr: U8Image) -> U8Image:
     if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 BGR image, got shape {bgr.shape} dtype {bgr.dtype}")
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-
-
-def _pil_resize(image: U8Image, height: int, width: int) -> U8Image:
-    resized = Image.fromarray(image).resize((width, height), resample=Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
-
-
-def resize_with_pad(image: U8Image, height: int, width: int) -> U8Image:
-    """Scale to fit inside height x width keeping the aspect ratio, then centre on a black canvas.
-
-    Same geometry as openpi-client: ratio = max(w / W, h / H), scaled size truncated with int(), offsets
-    int((W - w') / 2) and int((H - h') / 2); an image already at the target size is returned unchanged.
-    """
-    cur_height, cur_width = image.shape[:2]
-    if (cur_height, cur_width) == (height, width):
-        return image
-    ratio = max(cur_width / width, cur_height / height)
-    resized_height = int(cur_height / ratio)
-    resized_width = int(cur_width / ratio)
-    if resized_height < 1 or resized_width < 1:
-        raise ValueError(f"cannot fit a {cur_height}x{cur_width} image into {height}x{width}: it would vanish")
-    resized = _pil_resize(image, resized_height, resized_width)
-    canvas = np.zeros((height, width, *image.shape[2:]), dtype=np.uint8)
-    top = max(0, int((height - resized_height) / 2))
-    left = max(0, int((width - resized_width) / 2))
-    canvas[top:top + resized_height, left:left + resized_width] = resized
-    return canvas
-
-
-def center_crop(image: U8Image, height: int, width: int) -> U8Image:
-    """The central height x width window (no scaling); offsets rounded down like resize_with_pad's padding."""
-    cur_height, cur_width = image.shape[:2]
-    if height > cur_height or width > cur_width:
-        raise ValueError(f"cannot crop {height}x{width} from a {cur_height}x{cur_width} image")
-    top = (cur_height - height) // 2
-    left = (cur_width - width) // 2
-    return image[top:top + height, left:left + width]
-
-
-def resize_with_center_crop(image: U8Image, height: int, width: int) -> U8Image:
-    """Fill height x width with no padding: crop the centre to the target aspect ratio, then scale.
-
-    The alternative to padding when the policy was trained on full-frame images; loses the frame's edges.
-    """
-    cur_height, cur_width = image.shape[:2]
-    if (cur_height, cur_width) == (height, width):
-        return image
-    scale = min(cur_width / width, cur_height / height)
-    crop_height = min(cur_height, max(1, round(height * scale)))
-    crop_width = min(cur_width, max(1, round(width * scale)))
-    return _pil_resize(np.ascontiguousarray(center_crop(image, crop_height, crop_width)), height, width)
 
 
 @dataclass(frozen=True)
@@ -98,18 +46,3 @@ class ResizeSpec:
         if self.mode == "pad":
             return resize_with_pad(image, self.height, self.width)
         return resize_with_center_crop(image, self.height, self.width)
-
-
-def fit_image(image: U8Image, height: int, width: int, method: str) -> U8Image:
-    """Bring a camera frame to a policy's input size with the method its metadata names.
-
-    "resize_with_pad" (openpi training parity, the default), "center_crop", or "none" (unchanged). The one place
-    the client, the replay tools and the doctor prepare images, so they cannot disagree.
-    """
-    if image.shape[:2] == (height, width) or method == "none":
-        return image
-    if method == "center_crop":
-        return resize_with_center_crop(image, height, width)
-    if method not in ("resize_with_pad", ""):
-        raise ValueError(f"unknown image resize method '{method}'; expected resize_with_pad, center_crop or none")
-    return resize_with_pad(image, height, width)

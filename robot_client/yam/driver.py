@@ -30,7 +30,7 @@ from robot_client.yam.rig_calibration import load_robot_calibration, resolve_cal
 from robot_client.yam.transport import Exchange
 
 if TYPE_CHECKING:
-    from calibration.calfile import RigCalibration
+    from robot_client.calfile import RigCalibration
 
 BusFactory = Callable[[ArmConfig], can.BusABC]
 

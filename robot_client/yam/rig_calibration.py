@@ -2,7 +2,7 @@
 
 The robot config may name a calibration file (`[robot] calibration = "path"`, relative to the config file;
 `python -m robot_client run --calibration FILE` overrides it). Before any motor is touched, the file is loaded
-and checked against the config (`calibration.calfile.check_against_config`): another rig's file, offsets for
+and checked against the config (`robot_client.calfile.check_against_config`): another rig's file, offsets for
 joints the arm lacks or a collapsed gripper span refuse the robot (nothing moves); missing or stale sections are
 logged as warnings.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from calibration.calfile import CalibrationError, RigCalibration, check_against_config, load_calibration
+from robot_client.calfile import CalibrationError, RigCalibration, check_against_config, load_calibration
 from robot_client.config import ArmConfig, RobotConfig
 from robot_client.robot import RobotError
 
