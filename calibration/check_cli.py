@@ -20,7 +20,9 @@ HELP = "the rig (config + calibration) against the dataset it will run: joints, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset the policy was trained on")
     parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
-    parser.add_argument("--robot", choices=["yam", "sim"], default="yam",
+    from robot_client.backends import backend_names
+
+    parser.add_argument("--robot", choices=backend_names(), default="yam",
                         help="which rig's cameras to compare: the config's [[camera]] tables, or the sim renderer's")
     parser.add_argument("--calibration", type=Path, help="rig calibration TOML")
     rate = parser.add_mutually_exclusive_group()

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from robodata.dataset import CameraInfo, Dataset
 from robodata.lag import LagResult, estimate_lags
+from robot_client.backends import get_backend
 from robot_client.calfile import RigCalibration
 from robot_client.config import RobotConfig
 from robot_client.rig import SIM_CAMERAS, SIM_IMAGE_SIZE
@@ -38,7 +39,7 @@ class RigCamera:
 @dataclass(frozen=True)
 class RigSpec:
     config: RobotConfig
-    robot_kind: str  # "sim" | "yam"
+    robot_kind: str  # a robot backend name (robot_client.backends)
     cameras: tuple[RigCamera, ...]
     control_fps: float | None  # the rate the client will run the policy at; None = not given
     control_fps_source: str
@@ -52,10 +53,10 @@ class RigSpec:
 def rig_spec(config: RobotConfig, robot_kind: str, calibration: RigCalibration | None = None,
              control_fps: float | None = None, control_fps_source: str = "",
              calibration_path: Path | None = None) -> RigSpec:
-    if robot_kind == "sim":
+    if get_backend(robot_kind).simulated:
         h, w = SIM_IMAGE_SIZE
         cameras = tuple(RigCamera(n, w, h, None, "sim renderer") for n in SIM_CAMERAS)
-    elif robot_kind == "yam":
+    else:
         out = []
         for entry in config.cameras:
             width, height, source = entry.width, entry.height, "config"
@@ -66,8 +67,6 @@ def rig_spec(config: RobotConfig, robot_kind: str, calibration: RigCalibration |
                 width, height, source = None, None, "unknown"
             out.append(RigCamera(entry.name, width, height, entry.fps, source))
         cameras = tuple(out)
-    else:
-        raise ValueError(f"robot kind must be 'sim' or 'yam', got {robot_kind!r}")
     return RigSpec(config, robot_kind, cameras, control_fps, control_fps_source, calibration, calibration_path)
 
 

@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from robot_client.backends import backend_names
+
 if TYPE_CHECKING:
+    from robot_client.backends import RobotBackend
     from robot_client.config import RobotConfig
     from robot_client.rig import Rig
 
@@ -36,7 +39,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robot", choices=["sim", "yam"], default="sim")
+    parser.add_argument("--robot", choices=backend_names(), default="sim")
     parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
     parser.add_argument("--calibration", type=Path, required=True, help="rig calibration TOML to update")
     parser.add_argument("--joint", default="left_joint6",
@@ -68,17 +71,18 @@ def run(args: argparse.Namespace) -> int:
     from calibration.latency_command import StepConfig
     from calibration.latency_pattern import PatternConfig
     from calibration.latency_signal import LatencyError
+    from robot_client.backends import get_backend
     from robot_client.calfile import CalibrationError, update_calibration, with_latency
     from robot_client.cameras.frame import CameraError
     from robot_client.config import RobotConfigError, load_robot_config
-    from robot_client.rig import SIM_CAMERAS, RigError
+    from robot_client.rig import RigError
     from robot_client.robot import RobotError
 
+    backend = get_backend(args.robot)
     try:
         config = load_robot_config(args.config)
-        default_cameras = SIM_CAMERAS if args.robot == "sim" else tuple(c.name for c in config.cameras)
-        cameras = tuple(args.camera) if args.camera is not None else default_cameras
-        poll_hz = args.poll_hz or (SIM_CAMERA_FPS if args.robot == "sim" else REAL_POLL_HZ)
+        cameras = tuple(args.camera) if args.camera is not None else backend.default_cameras(config)
+        poll_hz = args.poll_hz or (SIM_CAMERA_FPS if backend.simulated else REAL_POLL_HZ)
         plan = LatencyPlan(
             step=None if args.only == "cameras" else StepConfig(joint=args.joint, step=args.step,
                                                                  repeats=args.repeats),
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 pattern=PatternConfig(amplitude=args.amplitude, duration_s=args.pattern_seconds, seed=args.seed),
                 frame_every=max(1, round(config.servo_hz / poll_hz))),
         )
-        _check_sim_options(args, cameras)
+        _check_sim_options(args, backend, cameras)
     except (LatencyError, RobotConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -96,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing connected, nothing measured, the calibration file is unchanged")
         return 0
-    if args.robot == "yam" and not args.confirmed:
+    if backend.moves_real_hardware and not args.confirmed:
         print("refusing to move real arms: run once with --dry-run, then add --i-understand-this-moves-the-arm",
               file=sys.stderr)
         return 2
     rig: Rig | None = None
     try:
-        rig = _build_rig(args, config, tuple(plan.cameras))
+        rig = _build_rig(args, backend, config, tuple(plan.cameras))
         rig.robot.enable()
         result = run_latency(rig, config, plan)
         section = latency_section(result, args.robot)
@@ -118,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sim_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> None:
+def _check_sim_options(args: argparse.Namespace, backend: RobotBackend, cameras: tuple[str, ...]) -> None:
     from calibration.latency_signal import LatencyError
 
-    if args.robot != "sim" and (args.sim_command_delay_ms or args.sim_camera_delay_ms):
+    if not backend.simulated and (args.sim_command_delay_ms or args.sim_camera_delay_ms):
         raise LatencyError("--sim-command-delay-ms / --sim-camera-delay-ms apply to --robot sim only")
     for name, ms in args.sim_camera_delay_ms:
         if name not in cameras:
@@ -132,15 +136,19 @@ def _check_sim_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> No
             raise LatencyError(f"--sim-camera-delay-ms {name}={ms}: expected milliseconds") from None
 
 
-def _build_rig(args: argparse.Namespace, config: RobotConfig, cameras: tuple[str, ...]) -> Rig:
-    """The sim rig (lockstep, as fast as possible, injected delays) or the real one."""
-    from robot_client.rig import build_sim_rig, build_yam_rig
+def _build_rig(args: argparse.Namespace, backend: RobotBackend, config: RobotConfig,
+               cameras: tuple[str, ...]) -> Rig:
+    """A simulated rig runs lockstep, as fast as possible, from the sample's home pose with the injected
+    delays; any other backend is built as it is."""
+    from robot_client.backends import RigOptions
+
+    if not backend.simulated:
+        return backend.build(config, cameras, RigOptions())
     from robot_client.sim.robot import SimConfig
 
-    if args.robot == "yam":
-        return build_yam_rig(config, cameras)
     delays = {name: float(ms) / 1e3 for name, ms in args.sim_camera_delay_ms}
     pose = tuple(v for _ in config.arms for v in SIM_ARM_POSE) if all(
         len(a.names) == len(SIM_ARM_POSE) for a in config.arms) else None
-    return build_sim_rig(config, cameras, pace=None, camera_delays_s=delays,
-                         sim=SimConfig(command_delay_s=args.sim_command_delay_ms / 1e3, initial_positions=pose))
+    return backend.build(config, cameras, RigOptions(
+        pace=None, camera_delays_s=delays,
+        sim=SimConfig(command_delay_s=args.sim_command_delay_ms / 1e3, initial_positions=pose)))

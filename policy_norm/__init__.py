@@ -38,7 +38,7 @@ from policy_norm.formats import (
     write_yam_norm_stats,
 )
 from policy_norm.lerobot_processor import read_lerobot_processor_stats
-from policy_norm.limits import YAM_JOINT_LIMITS, yam_limit, yam_limits
+from policy_norm.modes import MODE_NAMES, NormMode, parse_mode
 from policy_norm.numeric import (
     make_bool_mask,
     normalize,
@@ -48,14 +48,13 @@ from policy_norm.numeric import (
     zscore_normalize,
     zscore_unnormalize,
 )
-from policy_norm.pipeline import ModelInputs, NormalizationPipeline
+from policy_norm.pipeline import NormalizationPipeline, NormalizedInputs
 from policy_norm.report import DimensionSummary, NormReport, NormWarning, StepRecord
 from policy_norm.selftest import RoundTripResult, SelfTestResult, round_trip_selftest, startup_selftest
 from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 
 __all__ = [
     "POLICY_CONFIG_FILE",
-    "YAM_JOINT_LIMITS",
     "YAM_STATS_FILE",
     "CheckpointNormalization",
     "DataCheckResult",
@@ -64,8 +63,9 @@ __all__ = [
     "DimensionSummary",
     "FeatureNormStats",
     "GripperConfig",
-    "ModelInputs",
+    "MODE_NAMES",
     "NormConfigError",
+    "NormMode",
     "NormRangeError",
     "NormReport",
     "NormStats",
@@ -74,6 +74,7 @@ __all__ = [
     "NormalizationConfig",
     "NormalizationError",
     "NormalizationPipeline",
+    "NormalizedInputs",
     "RangeThresholds",
     "RoundTripResult",
     "SelfTestError",
@@ -95,14 +96,13 @@ __all__ = [
     "read_openpi_norm_stats",
     "read_policy_config",
     "read_stats_file",
+    "parse_mode",
     "read_yam_norm_stats",
     "round_trip_selftest",
     "startup_selftest",
     "unnormalize",
     "write_openpi_norm_stats",
     "write_yam_norm_stats",
-    "yam_limit",
-    "yam_limits",
     "zscore_normalize",
     "zscore_unnormalize",
 ]

@@ -11,7 +11,8 @@ Example (bimanual YAM, Pi0.5):
      "state_names": ["left_joint1", ..., "right_gripper"], "action_names": [...same 14...],
      "action_delta_mask": {"make_bool_mask": [6, -1, 6, -1]}, "action_horizon": 50,
      "model_state_dim": 32, "model_action_dim": 32, "state_bins": 256,
-     "gripper": {"convention": "clip01"}, "joint_limits": "yam",
+     "gripper": {"convention": "clip01"},
+     "joint_limits": {"left_joint1": [-2.61799, 3.14159], ..., "right_gripper": [0.0, 1.0]},
      "degenerate_policy": "refuse", "strict": false}
 """
 
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_norm.errors import NormConfigError
-from policy_norm.limits import yam_limits
-from policy_norm.numeric import EPSILON_CONVENTIONS, MODES, make_bool_mask
+from policy_norm.modes import NormMode, parse_optional_mode
+from policy_norm.numeric import EPSILON_CONVENTIONS, make_bool_mask
 
 DEGENERATE_POLICIES: tuple[str, ...] = ("refuse", "passthrough", "zero")
+_NULL_MODE = " (or null = from the checkpoint)"
 GRIPPER_CONVENTIONS: tuple[str, ...] = ("clip01", "affine01", "none")
 
 
@@ -145,8 +147,8 @@ class RangeThresholds:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise NormConfigError(f"thresholds.{name} must be in [0, 1), got {getattr(self, name)}")
 
-    def bound(self, mode: str) -> float:
-        return self.zscore_bound if mode == "zscore" else self.quantile_bound
+    def bound(self, mode: NormMode) -> float:
+        return self.zscore_bound if mode == NormMode.ZSCORE else self.quantile_bound
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -183,7 +185,7 @@ class NormalizationConfig:
     action_delta_mask: tuple[bool, ...]
     model_state_dim: int
     model_action_dim: int
-    mode: str | None = None
+    mode: NormMode | None = None
     epsilon: str | None = None
     action_horizon: int | None = None
     state_bins: int = 256
@@ -216,8 +218,8 @@ class NormalizationConfig:
             raise NormConfigError(
                 f"model_action_dim ({self.model_action_dim}) < number of action dims ({len(self.action_names)})"
             )
-        if self.mode is not None and self.mode not in MODES:
-            raise NormConfigError(f"mode must be one of {MODES} (or null = from the checkpoint), got {self.mode!r}")
+        # A string mode (JSON, a caller's literal) becomes the enum here, so the field always holds a NormMode.
+        object.__setattr__(self, "mode", parse_optional_mode(self.mode, "mode", NormConfigError, _NULL_MODE))
         if self.epsilon is not None and self.epsilon not in EPSILON_CONVENTIONS:
             raise NormConfigError(f"epsilon must be one of {EPSILON_CONVENTIONS} or null, got {self.epsilon!r}")
         if self.action_horizon is not None and self.action_horizon < 1:
@@ -258,7 +260,7 @@ class NormalizationConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; `from_dict(to_dict())` gives an equal config."""
         return {
-            "mode": self.mode,
+            "mode": None if self.mode is None else self.mode.value,
             "epsilon": self.epsilon,
             "state_names": list(self.state_names),
             "action_names": list(self.action_names),
@@ -304,12 +306,12 @@ class NormalizationConfig:
             action_delta_mask=_parse_mask(raw["action_delta_mask"], f"{where}.action_delta_mask"),
             model_state_dim=_int(raw["model_state_dim"], f"{where}.model_state_dim"),
             model_action_dim=_int(raw["model_action_dim"], f"{where}.model_action_dim"),
-            mode=_str_or_none(raw.get("mode"), f"{where}.mode"),
+            mode=parse_optional_mode(raw.get("mode"), f"{where}.mode", NormConfigError, _NULL_MODE),
             epsilon=_str_or_none(raw.get("epsilon"), f"{where}.epsilon"),
             action_horizon=None if horizon is None else _int(horizon, f"{where}.action_horizon"),
             state_bins=_int(raw.get("state_bins", 256), f"{where}.state_bins"),
             gripper=GripperConfig.from_dict(raw.get("gripper", {}), f"{where}.gripper"),
-            joint_limits=_parse_limits(raw.get("joint_limits"), action_names, f"{where}.joint_limits"),
+            joint_limits=_parse_limits(raw.get("joint_limits"), f"{where}.joint_limits"),
             thresholds=RangeThresholds.from_dict(raw.get("thresholds", {}), f"{where}.thresholds"),
             strict=strict,
             degenerate_policy=policy,
@@ -337,17 +339,12 @@ def _parse_mask(raw: Any, where: str) -> tuple[bool, ...]:
     )
 
 
-def _parse_limits(
-    raw: Any, action_names: tuple[str, ...], where: str
-) -> Mapping[str, tuple[float, float]] | None:
-    """null, "yam" (the YAM table matched by joint name), or {name: [lower, upper]}."""
+def _parse_limits(raw: Any, where: str) -> Mapping[str, tuple[float, float]] | None:
+    """null or {name: [lower, upper]}. The limits are written out, never named: they belong to the robot (its
+    config is what the arms enforce), and whoever writes the policy config copies them from there."""
     if raw is None:
         return None
-    if raw == "yam":
-        limits = yam_limits(action_names)
-        if not limits:
-            raise NormConfigError(f"{where}: 'yam' matched none of the action names {list(action_names)}")
-        return limits
     if not isinstance(raw, Mapping):
-        raise NormConfigError(f"{where}: expected null, \"yam\" or {{name: [lower, upper]}}, got {raw!r}")
+        raise NormConfigError(f"{where}: expected null or {{name: [lower, upper]}} (the robot's position limits "
+                              f"written out), got {raw!r}")
     return {str(k): _pair(v, f"{where}.{k}") for k, v in raw.items()}

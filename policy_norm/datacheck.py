@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.modes import NormMode
 from policy_norm.pipeline import NormalizationPipeline
 from policy_norm.resolve import FeatureNormalizer
 
@@ -113,7 +114,7 @@ class DataFinding:
 
 @dataclass(frozen=True)
 class DataCheckResult:
-    mode: str
+    mode: NormMode
     samples: int
     findings: tuple[DataFinding, ...]
     metrics: dict[str, tuple[DimMetrics, ...]] = field(default_factory=dict)
@@ -222,41 +223,41 @@ def _zscore_fit(mean: float, std: float, th: DataCheckThresholds) -> bool:
     return abs(mean) <= th.zscore_mean_tol and th.zscore_std_low <= std <= th.zscore_std_high
 
 
-def _fits(m: DimMetrics, mode: str, th: DataCheckThresholds) -> bool:
+def _fits(m: DimMetrics, mode: NormMode, th: DataCheckThresholds) -> bool:
     if not th.coverage:
-        if mode == "zscore":
+        if mode == NormMode.ZSCORE:
             return abs(m.n_mean) <= 1.0 and m.n_std <= th.zscore_std_high
         return m.n_lo >= -1.0 - th.containment_tol and m.n_hi <= 1.0 + th.containment_tol
-    if mode == "zscore":
+    if mode == NormMode.ZSCORE:
         return _zscore_fit(m.n_mean, m.n_std, th)
     return _quantile_fit(m.n_lo, m.n_hi, th.edge_tol)
 
 
-def _looks_normalized(m: DimMetrics, mode: str, th: DataCheckThresholds) -> bool:
-    if mode == "zscore":
+def _looks_normalized(m: DimMetrics, mode: NormMode, th: DataCheckThresholds) -> bool:
+    if mode == NormMode.ZSCORE:
         return abs(m.raw_mean) <= th.normalized_tol and abs(m.raw_std - 1.0) <= th.normalized_tol
     return _quantile_fit(m.raw_lo, m.raw_hi, th.normalized_tol)
 
 
 def _identity_stats(nz: FeatureNormalizer, i: int, th: DataCheckThresholds) -> bool:
-    if nz.mode == "identity":
+    if nz.mode == NormMode.IDENTITY:
         return True
     a, b = float(nz.a[i]), float(nz.b[i])
-    if nz.mode == "quantile":
+    if nz.mode == NormMode.QUANTILE:
         return abs(a + 1.0) <= th.identity_tol and abs(b - 1.0) <= th.identity_tol
     return abs(a) <= th.identity_tol and abs(b - 1.0) <= th.identity_tol
 
 
-def _span(m: DimMetrics, mode: str) -> str:
-    if mode == "zscore":
+def _span(m: DimMetrics, mode: NormMode) -> str:
+    if mode == NormMode.ZSCORE:
         return f"mean {m.n_mean:+.2f}, std {m.n_std:.2f} (expected about 0 and 1)"
     return f"1%..99% at [{m.n_lo:+.2f}, {m.n_hi:+.2f}] (expected about [-1, +1])"
 
 
 def _stats_text(nz: FeatureNormalizer, i: int) -> str:
-    if nz.mode == "quantile":
+    if nz.mode == NormMode.QUANTILE:
         return f"stats q01..q99 [{nz.a[i]:.4g}, {nz.b[i]:.4g}]"
-    if nz.mode == "zscore":
+    if nz.mode == NormMode.ZSCORE:
         return f"stats mean {nz.a[i]:.4g}, std {nz.b[i]:.4g}"
     return "no stats (identity)"
 
@@ -301,7 +302,7 @@ class _FeatureCheck:
             if _fits(m, mode, th) and (th.coverage or not _identity_stats(nz, i, th)):
                 continue
             if _identity_stats(nz, i, th):
-                why = "the mode is identity" if mode == "identity" else f"the {mode} stats are identity values"
+                why = "the mode is identity" if mode == NormMode.IDENTITY else f"the {mode} stats are identity values"
                 self.add("error", "never_normalized", i,
                          f"data never normalized: {why}, so {name} reaches the model in robot units: it spans "
                          f"[{m.raw_lo:.4g}, {m.raw_hi:.4g}] (1%..99%), {m.frac_outside:.0%} outside [-1, 1]")
@@ -337,13 +338,13 @@ class _FeatureCheck:
     def _other_causes(self, i: int, m: DimMetrics) -> None:
         nz, th, mode = self.nz, self.th, self.nz.mode
         name = nz.names[i]
-        if mode == "zscore" and _quantile_fit(m.n_lo, m.n_hi, th.signature_tol):
+        if mode == NormMode.ZSCORE and _quantile_fit(m.n_lo, m.n_hi, th.signature_tol):
             self.add("error", "quantile_stats_as_zscore", i,
                      f"quantile stats used as z-score: normalized as z-score, {name} has 1%..99% at "
                      f"[{m.n_lo:+.2f}, {m.n_hi:+.2f}] and std {m.n_std:.2f} (z-scored data has std 1): "
                      f"{_stats_text(nz, i)} behave like the q01..q99 mid-point and half-range; check the mode")
-        elif mode == "quantile" and abs(m.n_mean) <= th.signature_tol and abs(m.n_std - 1.0) <= th.signature_tol \
-                and m.n_hi - m.n_lo >= 2.0 * th.z_like_half_span:
+        elif mode == NormMode.QUANTILE and abs(m.n_mean) <= th.signature_tol \
+                and abs(m.n_std - 1.0) <= th.signature_tol and m.n_hi - m.n_lo >= 2.0 * th.z_like_half_span:
             self.add("error", "zscore_stats_as_quantile", i,
                      f"z-score stats used as quantile: normalized as quantile, {name} has mean {m.n_mean:+.2f}, "
                      f"std {m.n_std:.2f} and 1%..99% at [{m.n_lo:+.2f}, {m.n_hi:+.2f}] (expected [-1, +1]): "

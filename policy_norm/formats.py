@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from policy_norm.errors import NormStatsError
-from policy_norm.numeric import EPSILON_CONVENTIONS, MODES
+from policy_norm.modes import NormMode, parse_mode
+from policy_norm.numeric import EPSILON_CONVENTIONS
 from policy_norm.stats import STAT_KEYS, FeatureNormStats, NormStats, StatsSource
 
 OPENPI_FILE = "norm_stats.json"
@@ -130,17 +131,16 @@ def _feature_json(feat: FeatureNormStats) -> dict[str, Any]:
     return out
 
 
-def write_yam_norm_stats(path: str | Path, stats: NormStats, mode: str, epsilon: str,
+def write_yam_norm_stats(path: str | Path, stats: NormStats, mode: NormMode, epsilon: str,
                          action_horizon: int | None = None) -> Path:
     """Write our format; mode and epsilon are required so a reader never has to guess them."""
-    if mode not in MODES:
-        raise NormStatsError(f"mode must be one of {MODES}, got {mode!r}")
+    mode = parse_mode(mode, "mode", NormStatsError)
     if epsilon not in EPSILON_CONVENTIONS:
         raise NormStatsError(f"epsilon must be one of {EPSILON_CONVENTIONS}, got {epsilon!r}")
     doc = {
         "format": YAM_FORMAT,
         "version": YAM_VERSION,
-        "mode": mode,
+        "mode": mode.value,
         "epsilon": epsilon,
         "action_delta_mask": None if stats.action_delta_mask is None else list(stats.action_delta_mask),
         "action_horizon": action_horizon,
@@ -161,9 +161,7 @@ def read_yam_norm_stats(path: str | Path) -> NormStats:
         raise NormStatsError(f"{p}: 'format' must be '{YAM_FORMAT}', got {raw.get('format')!r}")
     if raw.get("version") != YAM_VERSION:
         raise NormStatsError(f"{p}: unsupported version {raw.get('version')!r} (this reader knows {YAM_VERSION})")
-    mode = raw.get("mode")
-    if mode not in MODES:
-        raise NormStatsError(f"{p}: 'mode' must be one of {MODES}, got {mode!r}")
+    mode = parse_mode(raw.get("mode"), f"{p}: 'mode'", NormStatsError)
     eps = raw.get("epsilon")
     if eps not in EPSILON_CONVENTIONS:
         raise NormStatsError(f"{p}: 'epsilon' must be one of {EPSILON_CONVENTIONS}, got {eps!r}")

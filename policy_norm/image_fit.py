@@ -16,6 +16,25 @@ U8Image = npt.NDArray[np.uint8]
 
 # The fitting methods a policy's metadata may name; the one list of them.
 RESIZE_METHODS: tuple[str, ...] = ("resize_with_pad", "center_crop", "none")
+# What a policy that names no method gets: openpi's training convention.
+DEFAULT_RESIZE_METHOD = "resize_with_pad"
+
+
+def check_resize_method(method: str, field: str = "image_resize") -> str:
+    """`method` if it is one of RESIZE_METHODS; otherwise a ValueError naming `field` and the accepted names."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"{field} must be one of {list(RESIZE_METHODS)}, got {method!r}")
+    return method
+
+
+def resize_method_from_metadata(image_resize: str) -> str:
+    """The method a `PolicyMetadata.preprocessing.image_resize` names, with the wire's unset value made explicit.
+
+    A proto3 string has no "unset": a server that never fills the field sends "", which means the default
+    (DEFAULT_RESIZE_METHOD). Readers of metadata resolve it here, once, so `fit_image` only ever sees real names.
+    An unknown name is passed through: `fit_image` refuses it when a frame actually needs fitting.
+    """
+    return image_resize or DEFAULT_RESIZE_METHOD
 
 
 def _pil_resize(image: U8Image, height: int, width: int) -> U8Image:
@@ -73,12 +92,12 @@ def fit_image(image: U8Image, height: int, width: int, method: str) -> U8Image:
     """Bring a camera frame to a policy's input size with the method its metadata names.
 
     "resize_with_pad" (openpi training parity, the default), "center_crop", or "none" (unchanged). The one place
-    the client, the replay tools and the doctor prepare images, so they cannot disagree.
+    the client, the camera, the replay tools and the doctor prepare images, so they cannot disagree. Metadata's
+    unset "" is not a method here: resolve it with `resize_method_from_metadata` when reading the metadata.
     """
     if image.shape[:2] == (height, width) or method == "none":
         return image
     if method == "center_crop":
         return resize_with_center_crop(image, height, width)
-    if method not in ("resize_with_pad", ""):
-        raise ValueError(f"unknown image resize method '{method}'; expected resize_with_pad, center_crop or none")
+    check_resize_method(method, "image resize method")
     return resize_with_pad(image, height, width)

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file
 
 from policy_norm.errors import NormStatsError
 from policy_norm.formats import load_json
+from policy_norm.modes import NormMode, parse_mode
 from policy_norm.numeric import LEROBOT_EPS
 from policy_norm.stats import STAT_KEYS, FeatureNormStats, NormStats, StatsSource
 
@@ -32,7 +33,9 @@ NORMALIZER = "normalizer_processor"
 UNNORMALIZER = "unnormalizer_processor"
 
 # LeRobot NormalizationMode -> our mode; the others (MIN_MAX, QUANTILE10) are not what Pi0/Pi0.5 use.
-LEROBOT_MODES: dict[str, str] = {"QUANTILES": "quantile", "MEAN_STD": "zscore", "IDENTITY": "identity"}
+LEROBOT_MODES: dict[str, NormMode] = {
+    "QUANTILES": NormMode.QUANTILE, "MEAN_STD": NormMode.ZSCORE, "IDENTITY": NormMode.IDENTITY,
+}
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _find_step(pipeline_path: Path, registry_name: str) -> ProcessorStep:
     return ProcessorStep(i, str(name), config, state_path, declared_name)
 
 
-def _mode_of(config: Mapping[str, Any], kind: str, where: str) -> str:
+def _mode_of(config: Mapping[str, Any], kind: str, where: str) -> NormMode:
     norm_map = config.get("norm_map")
     if not isinstance(norm_map, Mapping) or kind not in norm_map:
         raise NormStatsError(f"{where}: config.norm_map has no '{kind}' entry, so the {kind} mode is unknown")
@@ -195,7 +198,7 @@ def _stats_tensors(key: str, feat: FeatureNormStats) -> dict[str, npt.NDArray[np
 def write_lerobot_processor_stats(
     checkpoint_dir: str | Path,
     stats: NormStats,
-    mode: str,
+    mode: NormMode,
     state_key: str = "observation.state",
     action_key: str = "action",
 ) -> tuple[Path, Path]:
@@ -203,8 +206,10 @@ def write_lerobot_processor_stats(
     (normalizer = preprocessor step 2, unnormalizer = postprocessor step 0). Returns the two JSON paths."""
     from safetensors.numpy import save_file
 
+    mode = parse_mode(mode, "mode", NormStatsError)
     if mode not in _OUR_TO_LEROBOT:
-        raise NormStatsError(f"mode must be one of {sorted(_OUR_TO_LEROBOT)}, got '{mode}'")
+        raise NormStatsError(f"mode '{mode}' has no LeRobot NormalizationMode; written modes: "
+                             f"{sorted(m.value for m in _OUR_TO_LEROBOT)}")
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     features = {

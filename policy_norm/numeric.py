@@ -16,19 +16,24 @@ For a dimension with range d the two quantile results differ by a relative ~1e-6
 served with the convention it was trained with. LeRobot's z-score is not an exact inverse (relative error
 eps / std); both conventions blow up on degenerate dimensions (d or std ~ 0), which is why those are detected
 and handled by policy before any formula runs (see `resolve.py`).
+
+Each mode's formulas, the stats they read and what makes those stats unusable sit in one table, `MODE_FORMULAS`
+(keyed by `modes.NormMode`); everything that normalizes dispatches through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.modes import NormMode, parse_mode
+
 F64 = npt.NDArray[np.float64]
 
-Mode = Literal["quantile", "zscore", "identity"]
-MODES: tuple[str, ...] = ("quantile", "zscore", "identity")
 EpsilonConvention = Literal["openpi", "lerobot"]
 EPSILON_CONVENTIONS: tuple[str, ...] = ("openpi", "lerobot")
 OPENPI_EPS = 1e-6
@@ -90,25 +95,82 @@ def zscore_unnormalize(n: npt.ArrayLike, mean: F64, std: F64, convention: str) -
     return np.asarray(np.asarray(n, dtype=np.float64) * scale + mean, dtype=np.float64)
 
 
+def _identity(x: npt.ArrayLike, a: F64, b: F64, convention: str) -> F64:
+    return np.array(x, dtype=np.float64)
+
+
+def _first(bad: npt.NDArray[np.bool_]) -> int | None:
+    hits = np.flatnonzero(bad)
+    return int(hits[0]) if hits.size else None
+
+
+def _quantile_problem(a: F64, b: F64, label: str, names: Sequence[str] | None) -> str | None:
+    i = _first(b < a)
+    if i is None:
+        return None
+    return (f"{label}.q99 < {label}.q01 at {label}[{i}] ({names[i] if names else i}): "
+            f"q01={a[i]:.6g}, q99={b[i]:.6g}")
+
+
+def _zscore_problem(a: F64, b: F64, label: str, names: Sequence[str] | None) -> str | None:
+    i = _first(b < 0)
+    return None if i is None else f"{label}.std[{i}] is negative ({b[i]:.6g})"
+
+
+@dataclass(frozen=True)
+class ModeFormulas:
+    """Everything the arithmetic of one mode needs, so callers dispatch on the mode in one table, not by name.
+
+    stats: the (a, b) stat keys the formulas read (q01/q99, mean/std); None = the mode reads no stats.
+    normalize / unnormalize: x <-> n with (a, b) under an epsilon convention.
+    spread: a dim's width in robot units (q99 - q01, std); ~0 marks a degenerate dim, and it scales round-trip
+    tolerances. center: the value a degenerate dim pinned to 0 in model space is emitted as.
+    problem: what is wrong with (a, b) (e.g. q99 < q01), naming the first bad dim; None when they are usable.
+    """
+
+    stats: tuple[str, str] | None
+    normalize: Callable[[npt.ArrayLike, F64, F64, str], F64]
+    unnormalize: Callable[[npt.ArrayLike, F64, F64, str], F64]
+    spread: Callable[[F64, F64], F64]
+    center: Callable[[F64, F64], F64]
+    problem: Callable[[F64, F64, str, Sequence[str] | None], str | None]
+
+    def describe_stats(self, a: float, b: float) -> str:
+        """'q01 -0.5, q99 1.2' / 'mean 0.1, std 0.3' / 'identity' (one dim's stats, for messages)."""
+        if self.stats is None:
+            return "identity"
+        return f"{self.stats[0]} {a:.4g}, {self.stats[1]} {b:.4g}"
+
+
+MODE_FORMULAS: dict[NormMode, ModeFormulas] = {
+    NormMode.QUANTILE: ModeFormulas(
+        ("q01", "q99"), quantile_normalize, quantile_unnormalize,
+        spread=lambda a, b: b - a, center=lambda a, b: (a + b) / 2.0, problem=_quantile_problem,
+    ),
+    NormMode.ZSCORE: ModeFormulas(
+        ("mean", "std"), zscore_normalize, zscore_unnormalize,
+        spread=lambda a, b: b, center=lambda a, b: a, problem=_zscore_problem,
+    ),
+    NormMode.IDENTITY: ModeFormulas(
+        None, _identity, _identity,
+        spread=lambda a, b: np.full(np.shape(a), np.inf), center=lambda a, b: np.zeros(np.shape(a)),
+        problem=lambda a, b, label, names: None,
+    ),
+}
+
+
+def formulas(mode: str) -> ModeFormulas:
+    """The formulas of `mode` (a NormMode or its string); an unknown mode raises ValueError naming the modes."""
+    return MODE_FORMULAS[parse_mode(mode, "mode")]
+
+
 def normalize(x: npt.ArrayLike, mode: str, a: F64, b: F64, convention: str) -> F64:
     """Normalize with (a, b) = (q01, q99) in quantile mode or (mean, std) in z-score mode."""
-    if mode == "quantile":
-        return quantile_normalize(x, a, b, convention)
-    if mode == "zscore":
-        return zscore_normalize(x, a, b, convention)
-    if mode == "identity":
-        return np.array(x, dtype=np.float64)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return formulas(mode).normalize(x, a, b, convention)
 
 
 def unnormalize(n: npt.ArrayLike, mode: str, a: F64, b: F64, convention: str) -> F64:
-    if mode == "quantile":
-        return quantile_unnormalize(n, a, b, convention)
-    if mode == "zscore":
-        return zscore_unnormalize(n, a, b, convention)
-    if mode == "identity":
-        return np.array(n, dtype=np.float64)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return formulas(mode).unnormalize(n, a, b, convention)
 
 
 def bin_edges(bins: int = PI05_STATE_BINS) -> F64:

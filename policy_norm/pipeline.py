@@ -10,12 +10,18 @@ sure is to call the same code. The model side calls:
 
 Input steps: select_state -> normalize_state -> discretize_state -> pad_state.
 Output steps: unpad_actions -> denormalize_actions -> delta_to_absolute -> gripper_convention -> robot_limits.
+Inverse steps (encode_actions): gripper_to_model -> absolute_to_delta -> normalize_actions -> pad_actions.
+
+The three lists are built from the config in one place (`build_steps`) and run by one loop; the report is made from
+what the steps leave in the data (model-space values, prompt bins, clips) and their records, so a new step is one
+class plus its place in a list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,22 +29,28 @@ import numpy.typing as npt
 from policy_norm.config import NormalizationConfig
 from policy_norm.deltas import delta_state_indices
 from policy_norm.errors import NormRangeError, StepError
-from policy_norm.report import DimensionSummary, NormReport, NormWarning, StepRecord
+from policy_norm.report import DimensionSummary, NormReport, NormWarning
 from policy_norm.resolve import DegenerateDim, ResolvedNormalization, resolve
 from policy_norm.spec import NormStatsSpec
 from policy_norm.stats import NormStats
 from policy_norm.steps import (
     AbsoluteToDelta,
+    Clips,
     DeltaToAbsolute,
     Denormalize,
     DiscretizeState,
     GripperConvention,
+    GripperToModel,
     Normalize,
+    PadActions,
     PadState,
     RobotLimits,
     SelectState,
+    Step,
+    StepData,
     UnpadActions,
     check_array,
+    run_steps,
 )
 
 F32 = npt.NDArray[np.float32]
@@ -51,7 +63,7 @@ STRICT_CODES = frozenset(
 
 
 @dataclass(frozen=True)
-class ModelInputs:
+class NormalizedInputs:
     """What `prepare` hands the model.
 
     state: normalized and zero-padded, float32 [model_state_dim]. state_bins: Pi0.5 prompt bins, int64
@@ -63,6 +75,55 @@ class ModelInputs:
     state_bins: I64 | None
     normalized_state: F32
     robot_state: F32
+
+
+@dataclass(frozen=True)
+class PipelineSteps:
+    """The pipeline's three step lists, in the order they run."""
+
+    inputs: tuple[Step, ...]  # prepare: robot state -> model inputs
+    outputs: tuple[Step, ...]  # finish: model actions -> robot-unit actions
+    inverse: tuple[Step, ...]  # encode_actions: robot-unit actions -> model space (finish without its clips)
+
+
+def build_steps(config: NormalizationConfig, resolved: ResolvedNormalization,
+                delta_index: tuple[int, ...]) -> PipelineSteps:
+    """The step lists a config calls for (every step is always present; one with nothing to do says so)."""
+    limits = config.joint_limits or {}
+    gripper = GripperConvention(
+        config.action_names, config.gripper_dims(), config.gripper.convention, config.gripper.source_range
+    )
+    inputs: tuple[Step, ...] = (
+        SelectState(config.state_names),
+        Normalize(resolved.state, "normalize_state"),
+        DiscretizeState(config.state_bins, config.state_names),
+        PadState(config.state_dim, config.model_state_dim),
+    )
+    outputs: tuple[Step, ...] = (
+        UnpadActions(config.action_names, config.model_action_dim),
+        Denormalize(resolved.actions),
+        DeltaToAbsolute(config.action_names, config.state_names, delta_index),
+        gripper,
+        RobotLimits(
+            config.action_names,
+            tuple(limits[n][0] if n in limits else -np.inf for n in config.action_names),
+            tuple(limits[n][1] if n in limits else np.inf for n in config.action_names),
+        ),
+    )
+    inverse: tuple[Step, ...] = (
+        GripperToModel(gripper),
+        AbsoluteToDelta(config.action_names, config.state_names, delta_index),
+        Normalize(resolved.actions, "normalize_actions"),
+        PadActions(config.action_dim, config.model_action_dim),
+    )
+    return PipelineSteps(inputs, outputs, inverse)
+
+
+def _produced(value: object, what: str) -> npt.NDArray[Any]:
+    """An array a step list must have produced; its absence is a wrongly built list, said as such."""
+    if not isinstance(value, np.ndarray):
+        raise StepError(f"the step list produced no {what} (got {type(value).__name__}); check the pipeline's steps")
+    return value
 
 
 class NormalizationPipeline:
@@ -77,24 +138,7 @@ class NormalizationPipeline:
         self.mode = self.resolved.mode
         self.epsilon = self.resolved.epsilon
         self.delta_index = delta_state_indices(config.action_names, config.state_names, config.action_delta_mask)
-        limits = config.joint_limits or {}
-        self._select = SelectState(config.state_names)
-        self._normalize_state = Normalize(self.resolved.state, "normalize_state")
-        self._discretize = DiscretizeState(config.state_bins, config.state_names)
-        self._pad = PadState(config.state_dim, config.model_state_dim)
-        self._unpad = UnpadActions(config.action_names, config.model_action_dim)
-        self._denormalize = Denormalize(self.resolved.actions)
-        self._to_absolute = DeltaToAbsolute(config.action_names, config.state_names, self.delta_index)
-        self._gripper = GripperConvention(
-            config.action_names, config.gripper_dims(), config.gripper.convention, config.gripper.source_range
-        )
-        self._limits = RobotLimits(
-            config.action_names,
-            tuple(limits[n][0] if n in limits else -np.inf for n in config.action_names),
-            tuple(limits[n][1] if n in limits else np.inf for n in config.action_names),
-        )
-        self._to_delta = AbsoluteToDelta(config.action_names, config.state_names, self.delta_index)
-        self._normalize_actions = Normalize(self.resolved.actions, "normalize_actions")
+        self.steps = build_steps(config, self.resolved, self.delta_index)
 
     # ---- facts ------------------------------------------------------------------------------------------
 
@@ -134,17 +178,15 @@ class NormalizationPipeline:
 
     # ---- input side -------------------------------------------------------------------------------------
 
-    def prepare(self, state: object, names: Sequence[str] | None = None) -> tuple[ModelInputs, NormReport]:
+    def prepare(self, state: object, names: Sequence[str] | None = None) -> tuple[NormalizedInputs, NormReport]:
         """Robot state (float32 [state_dim], or any order when `names` is given) -> model inputs + report."""
-        records: list[StepRecord] = []
-        robot_state, rec = self._select.run(state, names)
-        records.append(rec)
-        normalized, rec = self._normalize_state.run(robot_state)
-        records.append(rec)
-        bins, clipped, rec = self._discretize.run(normalized)
-        records.append(rec)
-        padded, rec = self._pad.run(normalized)
-        records.append(rec)
+        data, records = run_steps(
+            self.steps.inputs, StepData(state, names=None if names is None else tuple(names))
+        )
+        robot_state = _produced(data.robot_state, "robot state")
+        normalized = _produced(data.model_space, "normalized state")
+        padded = _produced(data.values, "padded state")
+        clipped = data.clip_counts(self.config.state_dim)
 
         bound = self.bound
         names_ = self.config.state_names
@@ -158,20 +200,18 @@ class NormalizationPipeline:
             )
             for i in range(len(names_))
         )
-        warnings = self._state_warnings(normalized, robot_state, clipped)
+        warnings = self._state_warnings(normalized, robot_state, data.clips)
         report = NormReport(
             mode=self.mode,
-            steps=tuple(records),
+            steps=records,
             state=dims,
             state_bins_clipped=int(clipped.sum()),
             warnings=warnings,
         )
         self._enforce_strict(report)
-        return ModelInputs(padded, bins, normalized, robot_state), report
+        return NormalizedInputs(padded, data.state_bins, normalized, robot_state), report
 
-    def _state_warnings(self, normalized: F32, robot_state: F32, clipped: npt.NDArray[np.bool_]) -> tuple[
-        NormWarning, ...
-    ]:
+    def _state_warnings(self, normalized: F32, robot_state: F32, clips: Sequence[Clips]) -> tuple[NormWarning, ...]:
         out: list[NormWarning] = []
         bound = self.bound
         frac_limit = self.config.thresholds.state_fraction
@@ -180,46 +220,28 @@ class NormalizationPipeline:
             v = float(normalized[i])
             field = f"observation.state[{i}] ({name})"
             out_of_range = float(abs(v) > bound) > frac_limit
-            bin_note = ""
-            if clipped[i]:
-                bin_note = "; its prompt bin is clipped to 0" if v < -1 else "; its prompt bin saturates at the top"
+            hits = [c for c in clips if c.counts[i]]
+            clip_note = "".join(f"; {c.notes[i]}" for c in hits)
             if out_of_range:
                 out.append(NormWarning(
                     "state_out_of_range", field,
                     f"normalized {v:+.3f} is outside [-{bound:g}, {bound:g}] (robot value {float(robot_state[i]):.4g}, "
-                    f"stats {self._stats_text(nz.a[i], nz.b[i])}){bin_note}",
+                    f"stats {nz.describe_stats(i)}){clip_note}",
                 ))
-            elif clipped[i]:
-                out.append(NormWarning(
-                    "state_bin_clipped", field, f"normalized {v:+.3f} is outside [-1, 1]{bin_note}"
-                ))
+            elif hits:
+                out.append(NormWarning(hits[0].code, field, f"normalized {v:+.3f} is outside [-1, 1]{clip_note}"))
         return tuple(out)
-
-    def _stats_text(self, a: float, b: float) -> str:
-        if self.mode == "quantile":
-            return f"q01 {a:.4g}, q99 {b:.4g}"
-        if self.mode == "zscore":
-            return f"mean {a:.4g}, std {b:.4g}"
-        return "identity"
 
     # ---- output side ------------------------------------------------------------------------------------
 
     def finish(self, model_actions: object, state: object) -> tuple[F32, NormReport]:
         """Model output (float32 [H, model_action_dim]) + robot state of the observation -> robot-unit actions."""
-        records: list[StepRecord] = []
-        unpadded, max_pad, rec = self._unpad.run(model_actions)
-        records.append(rec)
-        denorm, rec = self._denormalize.run(unpadded)
-        records.append(rec)
-        absolute, rec = self._to_absolute.run(denorm, state)
-        records.append(rec)
-        gripped, grip_clips, rec = self._gripper.run(absolute)
-        records.append(rec)
-        limited, limit_clips, rec = self._limits.run(gripped)
-        records.append(rec)
-        actions: F32 = limited.astype(np.float32)
+        data, records = run_steps(self.steps.outputs, StepData(model_actions, robot_state=state))
+        unpadded = _produced(data.model_space, "model-space actions")
+        actions: F32 = _produced(data.values, "actions").astype(np.float32)
         check_array(actions, "finish", "actions", (unpadded.shape[0], self.config.action_dim), np.float32,
                     self.config.action_names)
+        clipped = data.clip_counts(self.config.action_dim)
 
         bound = self.bound
         names = self.config.action_names
@@ -230,12 +252,12 @@ class NormalizationPipeline:
                 normalized_min=float(unpadded[:, j].min()),
                 normalized_max=float(unpadded[:, j].max()),
                 fraction_out_of_range=float(out_frac[j]),
-                clipped_count=int(grip_clips[j] + limit_clips[j]),
+                clipped_count=int(clipped[j]),
             )
             for j in range(len(names))
         )
-        warnings = self._action_warnings(unpadded, out_frac, max_pad, grip_clips, limit_clips, gripped)
-        report = NormReport(mode=self.mode, steps=tuple(records), actions=dims, warnings=warnings)
+        warnings = self._action_warnings(unpadded, out_frac, data.max_abs_padded, data.clips)
+        report = NormReport(mode=self.mode, steps=records, actions=dims, warnings=warnings)
         self._enforce_strict(report)
         return actions, report
 
@@ -244,9 +266,7 @@ class NormalizationPipeline:
         unpadded: F32,
         out_frac: npt.NDArray[np.float64],
         max_pad: float,
-        grip_clips: I64,
-        limit_clips: I64,
-        before_limits: npt.NDArray[np.float64],
+        clips: Sequence[Clips],
     ) -> tuple[NormWarning, ...]:
         th = self.config.thresholds
         bound = self.bound
@@ -259,18 +279,7 @@ class NormalizationPipeline:
                     f"{out_frac[j]:.0%} of the chunk is outside [-{bound:g}, {bound:g}] in model space "
                     f"(min {float(unpadded[:, j].min()):+.3f}, max {float(unpadded[:, j].max()):+.3f})",
                 ))
-            if grip_clips[j]:
-                out.append(NormWarning(
-                    "gripper_clipped", field, f"{int(grip_clips[j])} value(s) clipped into the gripper range [0, 1]"
-                ))
-            if limit_clips[j]:
-                lo, hi = self._limits.lower[j], self._limits.upper[j]
-                worst = float(np.max(np.maximum(before_limits[:, j] - hi, lo - before_limits[:, j])))
-                out.append(NormWarning(
-                    "action_limit_clipped", field,
-                    f"{int(limit_clips[j])} value(s) clipped to the joint limits [{lo:.4g}, {hi:.4g}] "
-                    f"(worst {worst:.3g} beyond)",
-                ))
+            out.extend(NormWarning(c.code, field, c.notes[j]) for c in clips if c.counts[j])
         if max_pad > th.padded_bound:
             out.append(NormWarning(
                 "padded_output_nonzero", f"model actions[:, {self.config.action_dim}:]",
@@ -294,10 +303,8 @@ class NormalizationPipeline:
         `finish` without its clips): gripper to model units, absolute -> delta on masked dims, normalize, zero-pad."""
         robot = check_array(actions, "encode_actions", "actions", (None, self.config.action_dim), np.float32,
                             self.config.action_names)
-        delta = self._to_delta.run(self._gripper.inverse(robot.astype(np.float64)).astype(np.float32), state)
-        normalized, _ = self._normalize_actions.run(delta.astype(np.float32))
-        out = np.zeros((normalized.shape[0], self.config.model_action_dim), dtype=np.float32)
-        out[:, : self.config.action_dim] = normalized
+        data, _ = run_steps(self.steps.inverse, StepData(robot, robot_state=state))
+        out: F32 = _produced(data.values, "encoded actions").astype(np.float32, copy=False)
         return out
 
     def normalize_states(self, states: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -15,13 +15,11 @@ import numpy.typing as npt
 
 from policy_norm.config import NormalizationConfig
 from policy_norm.errors import NormConfigError, NormStatsError
-from policy_norm.numeric import normalize, unnormalize
+from policy_norm.modes import NormMode
+from policy_norm.numeric import MODE_FORMULAS
 from policy_norm.stats import FeatureNormStats, NormStats
 
 F64 = npt.NDArray[np.float64]
-
-# The stats each mode needs, as (a, b) of numeric.normalize.
-MODE_STATS: dict[str, tuple[str, str]] = {"quantile": ("q01", "q99"), "zscore": ("mean", "std")}
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class FeatureNormalizer:
 
     feature: str
     names: tuple[str, ...]
-    mode: str
+    mode: NormMode
     epsilon: str
     a: F64  # q01 (quantile) or mean (z-score); zeros in identity mode
     b: F64  # q99 (quantile) or std (z-score); ones in identity mode
@@ -64,7 +62,7 @@ class FeatureNormalizer:
     def normalize(self, x: npt.ArrayLike) -> F64:
         """x [..., D] in robot units -> model space; returns a new float64 array."""
         values = np.asarray(x, dtype=np.float64)
-        out = normalize(values, self.mode, self.a, self.b, self.epsilon)
+        out = MODE_FORMULAS[self.mode].normalize(values, self.a, self.b, self.epsilon)
         mask = np.asarray(self.degenerate, dtype=bool)
         if mask.any():
             if self.degenerate_policy == "passthrough":
@@ -76,7 +74,7 @@ class FeatureNormalizer:
     def unnormalize(self, n: npt.ArrayLike) -> F64:
         """n [..., D] in model space -> robot units; returns a new float64 array."""
         values = np.asarray(n, dtype=np.float64)
-        out = unnormalize(values, self.mode, self.a, self.b, self.epsilon)
+        out = MODE_FORMULAS[self.mode].unnormalize(values, self.a, self.b, self.epsilon)
         mask = np.asarray(self.degenerate, dtype=bool)
         if mask.any():
             if self.degenerate_policy == "passthrough":
@@ -88,10 +86,14 @@ class FeatureNormalizer:
     def label(self, i: int) -> str:
         return f"{self.feature}[{i}] ({self.names[i]})"
 
+    def describe_stats(self, i: int) -> str:
+        """Dim i's stats for messages: 'q01 -0.5, q99 1.2', 'mean 0.1, std 0.3' or 'identity'."""
+        return MODE_FORMULAS[self.mode].describe_stats(float(self.a[i]), float(self.b[i]))
+
 
 @dataclass(frozen=True)
 class ResolvedNormalization:
-    mode: str
+    mode: NormMode
     epsilon: str
     state: FeatureNormalizer
     actions: FeatureNormalizer
@@ -102,7 +104,7 @@ class ResolvedNormalization:
     action_stats: FeatureNormStats
 
 
-def resolve_mode(config_mode: str | None, stats: NormStats, config_where: str) -> str:
+def resolve_mode(config_mode: NormMode | None, stats: NormStats, config_where: str) -> NormMode:
     """The mode from the config or the checkpoint's own record; both absent or disagreeing is an error."""
     if config_mode is not None and stats.mode is not None and config_mode != stats.mode:
         raise NormConfigError(
@@ -113,7 +115,7 @@ def resolve_mode(config_mode: str | None, stats: NormStats, config_where: str) -
     if mode is None:
         raise NormConfigError(
             f"normalization mode unknown: {stats.source.describe()} does not record it; set \"mode\" "
-            f"(\"quantile\" for Pi0.5/pi0-FAST, \"zscore\" for Pi0) in {config_where}"
+            f"(\"{NormMode.QUANTILE}\" for Pi0.5/pi0-FAST, \"{NormMode.ZSCORE}\" for Pi0) in {config_where}"
         )
     return mode
 
@@ -153,55 +155,41 @@ def _ordered(feat: FeatureNormStats, names: tuple[str, ...], label: str, where: 
     return feat.reordered(order, names), f"{label} stats reordered by joint name to the robot's order"
 
 
-def _mode_arrays(feat: FeatureNormStats, mode: str, label: str, where: str) -> tuple[F64, F64]:
-    if mode == "identity":
+def _mode_arrays(feat: FeatureNormStats, mode: NormMode, label: str, where: str) -> tuple[F64, F64]:
+    f = MODE_FORMULAS[mode]
+    if f.stats is None:
         return np.zeros(feat.dim), np.ones(feat.dim)
-    ka, kb = MODE_STATS[mode]
+    ka, kb = f.stats
     a, b = feat.get(ka), feat.get(kb)
     if a is None or b is None:
         have = ", ".join(feat.present())
         hint = ""
-        if mode == "zscore" and feat.q01 is not None:
+        if mode == NormMode.ZSCORE and feat.q01 is not None:
             hint = " (these look like quantile stats: quantile stats cannot be used as z-score; set mode 'quantile')"
-        elif mode == "quantile" and feat.mean is not None:
+        elif mode == NormMode.QUANTILE and feat.mean is not None:
             hint = (
                 " (z-score stats cannot be used as quantile stats; recompute stats with quantiles, e.g. "
                 "`python -m replay stats`, or set mode 'zscore')"
             )
         raise NormStatsError(f"{where}: mode '{mode}' needs {label}.{ka} and {label}.{kb}; it has {have}{hint}")
-    if mode == "quantile":
-        bad = np.flatnonzero(b < a)
-        if bad.size:
-            i = int(bad[0])
-            raise NormStatsError(
-                f"{where}: {label}.q99 < {label}.q01 at {label}[{i}] ({feat.names[i] if feat.names else i}): "
-                f"q01={a[i]:.6g}, q99={b[i]:.6g}"
-            )
-    else:
-        bad = np.flatnonzero(b < 0)
-        if bad.size:
-            i = int(bad[0])
-            raise NormStatsError(f"{where}: {label}.std[{i}] is negative ({b[i]:.6g})")
+    problem = f.problem(a, b, label, feat.names)
+    if problem is not None:
+        raise NormStatsError(f"{where}: {problem}")
     return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
 
 
 def _normalizer(
-    feat: FeatureNormStats, label: str, mode: str, epsilon: str, config: NormalizationConfig, where: str
+    feat: FeatureNormStats, label: str, mode: NormMode, epsilon: str, config: NormalizationConfig, where: str
 ) -> tuple[FeatureNormalizer, list[DegenerateDim]]:
     names = feat.names or ()
+    f = MODE_FORMULAS[mode]
     a, b = _mode_arrays(feat, mode, label, where)
-    if mode == "quantile":
-        spread = b - a
-        constant = (a + b) / 2.0
-    elif mode == "zscore":
-        spread = b
-        constant = a
+    spread = f.spread(a, b)
+    constant = f.center(a, b)
+    if f.stats is None:
+        degenerate = np.zeros(feat.dim, bool)
     else:
-        spread = np.full(feat.dim, np.inf)
-        constant = np.zeros(feat.dim)
-    degenerate = spread < max(config.degenerate_threshold, 0.0) if mode != "identity" else np.zeros(feat.dim, bool)
-    if mode != "identity":
-        degenerate |= spread <= 0.0
+        degenerate = (spread < max(config.degenerate_threshold, 0.0)) | (spread <= 0.0)
     dims = [
         DegenerateDim(label, int(i), names[int(i)], float(spread[int(i)]), config.degenerate_policy)
         for i in np.flatnonzero(degenerate)

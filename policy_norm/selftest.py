@@ -21,6 +21,7 @@ import numpy.typing as npt
 from policy_norm.datacheck import DataCheckResult, DataCheckThresholds, EpisodeArrays, check_data
 from policy_norm.deltas import delta_to_absolute
 from policy_norm.errors import SelfTestError
+from policy_norm.numeric import MODE_FORMULAS
 from policy_norm.pipeline import NormalizationPipeline
 from policy_norm.resolve import FeatureNormalizer
 from policy_norm.stats import FeatureNormStats
@@ -75,11 +76,9 @@ def stats_points(feat: FeatureNormStats, nz: FeatureNormalizer) -> F64:
 
 
 def _scale(nz: FeatureNormalizer) -> F64:
-    if nz.mode == "quantile":
-        return np.abs(nz.b - nz.a)
-    if nz.mode == "zscore":
-        return np.abs(nz.b)
-    return np.ones(nz.dim)
+    """Each dim's width in robot units (what a relative tolerance is relative to); 1 where the mode has none."""
+    f = MODE_FORMULAS[nz.mode]
+    return np.ones(nz.dim) if f.stats is None else np.abs(f.spread(nz.a, nz.b))
 
 
 def _pinned(nz: FeatureNormalizer, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from policy_norm.image_fit import RESIZE_METHODS
+from policy_norm.modes import NormMode, parse_mode
 from protos import PROTOCOL_VERSION
 from protos import policy_pb2 as pb
-
-NORM_MODES = ("quantile", "zscore", "identity")
-RESIZE_METHODS = ("resize_with_pad", "center_crop", "none")
 
 
 class SpecError(ValueError):
@@ -52,9 +51,13 @@ class FeatureStatsSpec:
 
 @dataclass(frozen=True)
 class NormStatsSpec:
-    mode: str
+    mode: NormMode
     state: FeatureStatsSpec
     actions: FeatureStatsSpec
+
+    def __post_init__(self) -> None:
+        # Checked (and a string made the enum) here, so every spec holding these stats has a known mode.
+        object.__setattr__(self, "mode", parse_mode(self.mode, "norm_stats.mode", SpecError))
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the stats: lets a client check it runs against the stats it expects."""
@@ -121,9 +124,8 @@ class PolicySpec:
         if not (np.isfinite(self.control_fps) and self.control_fps > 0):
             raise SpecError(f"control_fps must be positive, got {self.control_fps}")
         if self.preprocessing.image_resize not in RESIZE_METHODS:
-            raise SpecError(f"preprocessing.image_resize must be one of {RESIZE_METHODS}")
-        if self.norm_stats is not None and self.norm_stats.mode not in NORM_MODES:
-            raise SpecError(f"norm_stats.mode must be one of {NORM_MODES}, got '{self.norm_stats.mode}'")
+            raise SpecError(f"preprocessing.image_resize must be one of {list(RESIZE_METHODS)}, "
+                            f"got {self.preprocessing.image_resize!r}")
 
     @property
     def state_dim(self) -> int:
@@ -156,7 +158,7 @@ class PolicySpec:
             control_fps=self.control_fps,
             action_delta_mask=list(self.action_delta_mask),
             action_gripper_mask=list(self.action_gripper_mask),
-            norm_stats=self.norm_stats.to_proto() if self.norm_stats else pb.NormStats(mode="identity"),
+            norm_stats=self.norm_stats.to_proto() if self.norm_stats else pb.NormStats(mode=NormMode.IDENTITY),
             preprocessing=pb.PreprocessingSpec(
                 image_resize=self.preprocessing.image_resize,
                 image_height=self.preprocessing.image_height,

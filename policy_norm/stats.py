@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policy_norm.errors import NormStatsError
+from policy_norm.modes import NormMode, parse_optional_mode
 from policy_norm.spec import FeatureStatsSpec, NormStatsSpec
 
 F64 = npt.NDArray[np.float64]
@@ -152,10 +153,14 @@ class NormStats:
     state: FeatureNormStats
     actions: FeatureNormStats
     source: StatsSource
-    mode: str | None = None
+    mode: NormMode | None = None
     epsilon: str | None = None
     action_delta_mask: tuple[bool, ...] | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"{self.source.describe()}: mode"
+        object.__setattr__(self, "mode", parse_optional_mode(self.mode, where, NormStatsError))
 
     def feature(self, name: str) -> FeatureNormStats:
         if name == "state":
@@ -164,9 +169,9 @@ class NormStats:
             return self.actions
         raise KeyError(f"feature must be one of {FEATURES}, got '{name}'")
 
-    def to_spec(self, mode: str) -> NormStatsSpec:
+    def to_spec(self, mode: NormMode) -> NormStatsSpec:
         return NormStatsSpec(mode=mode, state=self.state.to_spec(), actions=self.actions.to_spec())
 
-    def digest(self, mode: str) -> str:
+    def digest(self, mode: NormMode) -> str:
         """sha256 of the canonical JSON of (mode, stats), identical to PolicyMetadata's norm_stats.digest."""
         return self.to_spec(mode).digest()

@@ -13,6 +13,7 @@ from types import FrameType
 from policy_server.auth import TOKEN_ENV, load_token
 from policy_server.batching import BatchingConfig
 from policy_server.policy import Policy
+from policy_server.policy_types import PolicyRequest, PolicyType, get_policy_type, policy_type_names
 from policy_server.server import DEFAULT_MAX_REQUEST_BYTES, PolicyServer, ServerConfig, TlsConfig
 
 log = logging.getLogger("policy_server")
@@ -25,9 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = serve.add_argument_group("policy")
     src.add_argument("--checkpoint", type=Path,
                      help="Pi0.5 checkpoint directory (openpi or LeRobot layout, with policy_config.json)")
-    src.add_argument("--policy", choices=["dataset", "pi05"], default=None,
-                     help="'dataset': answer with the dataset's own next actions (tests the deploy path); "
-                          "'pi05': the model in --checkpoint (default when --checkpoint is given)")
+    src.add_argument("--policy", choices=policy_type_names(), default=None,
+                     help="; ".join(f"'{name}': {get_policy_type(name).help}" for name in policy_type_names()))
     src.add_argument("--dataset", type=Path,
                      help="dataset for --policy dataset; with --checkpoint, checked against the checkpoint's "
                           "norm stats before serving")
@@ -72,34 +72,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_policy(args: argparse.Namespace) -> Policy:
-    kind = policy_kind(args)
-    if kind == "pi05":
-        if args.checkpoint is None:
-            raise SystemExit("--policy pi05 needs --checkpoint DIR")
-        from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
+    kind = policy_type(args)
+    request = policy_request(args)
+    missing = kind.missing_argument(request)
+    if missing is not None:
+        raise SystemExit(f"--policy {kind.name} needs {missing}")
+    return kind.build(request)
 
-        policy = Pi05Policy(Pi05ServeOptions(
-            checkpoint=args.checkpoint, policy_config=args.policy_config, tokenizer=args.tokenizer,
-            device=args.device, dtype=args.dtype, asset_id=args.asset_id, warmup=not args.no_warmup,
-        ))
-        if args.dataset is not None:
-            from policy_server.dataset_check import check_dataset_against_policy
 
-            check_dataset_against_policy(policy.pipeline, args.dataset, allow_mismatch=args.allow_stats_mismatch)
-        return policy
-    if kind == "dataset":
-        if args.dataset is None:
-            raise SystemExit("--policy dataset needs --dataset PATH")
-        from policy_server.dataset_policy import DatasetPolicy, DatasetPolicyConfig
-
-        return DatasetPolicy(DatasetPolicyConfig(
-            dataset=args.dataset, action_horizon=args.horizon, require_images=not args.images_optional
-        ))
-    raise SystemExit(f"unknown policy {kind}")
+def policy_request(args: argparse.Namespace) -> PolicyRequest:
+    """The `serve` arguments a policy is built from."""
+    return PolicyRequest(
+        checkpoint=args.checkpoint, dataset=args.dataset, policy_config=args.policy_config,
+        tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, asset_id=args.asset_id,
+        warmup=not args.no_warmup, allow_stats_mismatch=args.allow_stats_mismatch, horizon=args.horizon,
+        require_images=not args.images_optional,
+    )
 
 
 def policy_kind(args: argparse.Namespace) -> str:
     return str(args.policy or ("pi05" if args.checkpoint else "dataset"))
+
+
+def policy_type(args: argparse.Namespace) -> PolicyType:
+    kind = policy_kind(args)
+    try:
+        return get_policy_type(kind)
+    except KeyError:
+        raise SystemExit(f"unknown policy {kind}") from None
 
 
 def _serves_on_cuda(device: str) -> bool:
@@ -114,7 +114,7 @@ def _serves_on_cuda(device: str) -> bool:
 def build_batching(args: argparse.Namespace) -> BatchingConfig | None:
     """--max-batch / --batch-wait-ms -> config; None = off (each request runs alone)."""
     max_batch = args.max_batch if args.max_batch is not None else \
-        (BatchingConfig.max_batch if policy_kind(args) == "pi05" and _serves_on_cuda(args.device) else 1)
+        (BatchingConfig.max_batch if policy_type(args).batches_on_cuda and _serves_on_cuda(args.device) else 1)
     if max_batch < 1:
         raise SystemExit(f"--max-batch must be >= 1 (1 = off), got {max_batch}")
     if max_batch == 1:

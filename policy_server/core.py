@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policy_norm.finite import first_non_finite
 from policy_server import __version__
 from policy_server.batching import Batcher, BatchingConfig
 from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput
@@ -109,14 +110,11 @@ class InferenceCore:
                 f"policy '{self.spec.policy_type}' returned actions {actions.dtype} {list(actions.shape)}, "
                 f"expected float32 {list(expected)}"
             )
-        if np.isfinite(actions).all():
-            return
-        bad = np.argwhere(~np.isfinite(actions))
-        if len(bad):
-            step, dim = (int(i) for i in bad[0])
+        bad = first_non_finite(actions)
+        if bad is not None:
             raise PolicyError(
-                f"policy '{self.spec.policy_type}' produced a non-finite action at step {step}, "
-                f"dim {dim} ({self.spec.action_names[dim]}); {len(bad)} non-finite values in the chunk"
+                f"policy '{self.spec.policy_type}' produced a non-finite action at step {bad.row}, "
+                f"dim {bad.dim} ({self.spec.action_names[bad.dim]}); {bad.count} non-finite values in the chunk"
             )
 
     def _run_batch(self, items: Sequence[BatchItem]) -> list[PolicyOutput | Exception]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from policy_norm.modes import NormMode
 from policy_norm.spec import (
     CameraSpec,
     FeatureStatsSpec,
@@ -61,7 +62,7 @@ def _stats_spec(info: DatasetInfo) -> NormStatsSpec | None:
         }
         return FeatureStatsSpec(**picked)
 
-    return NormStatsSpec(mode="identity", state=feature("observation.state"), actions=feature("action"))
+    return NormStatsSpec(mode=NormMode.IDENTITY, state=feature("observation.state"), actions=feature("action"))
 
 
 def _dataset_digest(info: DatasetInfo) -> str:
@@ -147,7 +148,7 @@ class DatasetPolicy(Policy):
                 f"{diff[worst]:.3f} (threshold {self.config.state_warn_threshold}); "
                 f"{int((diff > self.config.state_warn_threshold).sum())} dims over",
             ))
-        report = pb.NormReport(mode="identity", steps=["dataset_lookup"])
+        report = pb.NormReport(mode=NormMode.IDENTITY, steps=["dataset_lookup"])
         return PolicyOutput(
             actions=chunk.astype(np.float32, copy=False),
             norm_report=report,

@@ -1,9 +1,10 @@
 """The Pi0.5 policy behind the server: checkpoint + tokenizer + normalization pipeline + model.
 
-One request: robot state -> named normalization steps (report) -> prompt with discretized state -> tokens
-(asserted inside the vocabulary) -> camera images into the model's slots -> flow sampling on the prefix KV
-cache (optionally RTC-guided) -> named output steps (unpad, denormalize, delta->absolute, gripper, limits) ->
-actions in robot units, with the normalization report and timings.
+One request: the Pi0.5 input transform (`policy_server.pi05_inputs`: robot state -> named normalization
+steps (report) -> prompt with discretized state -> tokens (asserted inside the vocabulary); camera images into
+the model's slots) -> flow sampling on the prefix KV cache (optionally RTC-guided) -> named output steps (unpad,
+denormalize, delta->absolute, gripper, limits) -> actions in robot units, with the normalization report and
+timings. Training and the local-model tools build their inputs with the same transform.
 
 Startup refuses early and by name: memory preflight before reading weights, strict key-checked load, stats
 validated against the policy config, tokenizer vocabulary checked against the model, then one warm-up inference.
@@ -31,6 +32,7 @@ from policy_server.checkpoint.loader import LoadReport, load_checkpoint
 from policy_server.model.dtype_policy import DtypePolicy
 from policy_server.model.pi05 import ModelInputs, Pi05Model
 from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
+from policy_server.pi05_inputs import Pi05InputTransform
 from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput, PolicyWarning
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.preflight import MemoryEstimate, preflight
@@ -109,7 +111,8 @@ class Pi05Policy(Policy):
         loaded = load_checkpoint(directory, dtype_policy=self.dtype_policy, device=self.device)
         self.model: Pi05Model = loaded.model
         self.load_report: LoadReport = loaded.report
-        self.slot_of_camera = dict(self.config.cameras)
+        self.transform = Pi05InputTransform.from_policy_config(cfg, self.config, self.tokenizer, self.pipeline,
+                                                               device=self.device)
         size = cfg.vision.image_size
         self.spec = PolicySpec(
             policy_type="pi05",
@@ -136,24 +139,6 @@ class Pi05Policy(Policy):
                  f"{self.warmup_ms:.0f}" if self.warmup_ms is not None else "skipped", self.pipeline.describe())
 
     # -- request path ---------------------------------------------------------------------------------------
-    def _images(self, obs: ObservationInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Robot cameras into model slots as float32 [1, 3, S, S] in [-1, 1]; empty slots are masked zeros."""
-        cfg = self.model.cfg
-        s = cfg.vision.image_size
-        by_slot = {slot: cam for cam, slot in self.slot_of_camera.items()}
-        images, masks = [], []
-        for slot in cfg.image_keys:
-            cam = by_slot.get(slot)
-            if cam is not None and cam in obs.images:
-                rgb = torch.from_numpy(np.array(obs.images[cam]))  # a writable copy (wire buffers are read-only)
-                pixels = (rgb.to(torch.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)[None]
-                images.append(pixels.to(self.device))
-                masks.append(torch.ones(1, dtype=torch.bool, device=self.device))
-            else:
-                images.append(torch.zeros(1, 3, s, s, dtype=torch.float32, device=self.device))
-                masks.append(torch.zeros(1, dtype=torch.bool, device=self.device))
-        return images, masks
-
     def _rtc(self, rtc: RtcInput, state: np.ndarray) -> RtcGuidance:
         horizon = self.model.cfg.action_horizon
         rows = rtc.previous_chunk_remainder.shape[0]
@@ -173,33 +158,22 @@ class Pi05Policy(Policy):
                            max_guidance=self.config.rtc.max_guidance)
 
     def _prepare(self, obs: ObservationInput) -> _Prepared:
-        """Normalization, tokenization, images and RTC guidance of one request. Raises WireError naming the field."""
+        """The input transform, RTC guidance and warnings of one request. Raises WireError naming the field."""
         t0 = time.perf_counter()
         try:
-            prepared, in_report = self.pipeline.prepare(obs.state)
+            sample = self.transform(obs)
         except NormalizationError as exc:
             raise WireError("observation.state", str(exc)) from None
-        prompt = obs.prompt.strip() or (self.config.default_prompt or "")
-        cfg = self.model.cfg
-        assert prepared.state_bins is not None
-        tokenized = self.tokenizer.tokenize_pi05(prompt, prepared.state_bins, max_len=cfg.max_token_len)
-        self.tokenizer.check_ids_in_vocab(tokenized.tokens, cfg.vocab_size)
+        encoded = sample.prompt
         warnings: list[PolicyWarning] = []
-        if tokenized.truncated_tokens:
+        if encoded.truncated_tokens:
+            max_len = self.model.cfg.max_token_len
             warnings.append(PolicyWarning("prompt_truncated", "observation.prompt",
-                                          f"prompt + state need {tokenized.num_tokens + tokenized.truncated_tokens} "
-                                          f"tokens; the model takes {cfg.max_token_len}, "
-                                          f"{tokenized.truncated_tokens} dropped"))
-        images, masks = self._images(obs)
-        inputs = ModelInputs(
-            images=images,
-            image_masks=masks,
-            tokens=torch.from_numpy(tokenized.tokens)[None].to(self.device),
-            token_masks=torch.from_numpy(tokenized.mask)[None].to(self.device),
-        )
-        guidance = self._rtc(obs.rtc, prepared.robot_state) if obs.rtc is not None else None
-        return _Prepared(inputs=inputs, robot_state=prepared.robot_state, in_report=in_report, warnings=warnings,
-                         guidance=guidance, preprocess_ms=(time.perf_counter() - t0) * 1e3)
+                                          f"prompt + state need {encoded.num_tokens + encoded.truncated_tokens} "
+                                          f"tokens; the model takes {max_len}, {encoded.truncated_tokens} dropped"))
+        guidance = self._rtc(obs.rtc, encoded.robot_state) if obs.rtc is not None else None
+        return _Prepared(inputs=sample.inputs, robot_state=encoded.robot_state, in_report=encoded.report,
+                         warnings=warnings, guidance=guidance, preprocess_ms=(time.perf_counter() - t0) * 1e3)
 
     def _sample(
         self, inputs: ModelInputs, noise: torch.Tensor, guidance: RtcGuidance | None
@@ -277,13 +251,7 @@ class Pi05Policy(Policy):
 
     def _run_together(self, batch: list[tuple[int, _Prepared, int | None]],
                       results: list[PolicyOutput | Exception | None]) -> None:
-        parts = [p.inputs for _, p, _ in batch]
-        inputs = ModelInputs(
-            images=[torch.cat(slot) for slot in zip(*(p.images for p in parts), strict=True)],
-            image_masks=[torch.cat(slot) for slot in zip(*(p.image_masks for p in parts), strict=True)],
-            tokens=torch.cat([p.tokens for p in parts]),
-            token_masks=torch.cat([p.token_masks for p in parts]),
-        )
+        inputs = self.transform.collate([p.inputs for _, p, _ in batch])
         noise = torch.cat([self._noise(seed) for _, _, seed in batch])
         try:
             normalized, model_ms = self._sample(inputs, noise, None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.modes import NormMode
 from policy_norm.spec import PolicySpec
 from policy_server.validate import ObservationInput
 from protos import policy_pb2 as pb
@@ -30,7 +31,7 @@ class PolicyWarning:
 @dataclass
 class PolicyOutput:
     actions: npt.NDArray[np.float32]  # [action_horizon, action_dim], robot units
-    norm_report: pb.NormReport = field(default_factory=lambda: pb.NormReport(mode="identity"))
+    norm_report: pb.NormReport = field(default_factory=lambda: pb.NormReport(mode=NormMode.IDENTITY))
     warnings: list[PolicyWarning] = field(default_factory=list)
     preprocess_ms: float = 0.0
     model_ms: float = 0.0

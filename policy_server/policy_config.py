@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from policy_norm.config import NormalizationConfig
+from policy_norm.image_fit import RESIZE_METHODS
 
 FORMAT = "yam-policy-config"
 VERSION = 1
 FILE_NAME = "policy_config.json"
-RESIZE_METHODS = ("resize_with_pad", "center_crop")
 RTC_SCHEDULES = ("linear", "exp", "zeros")
 
 
@@ -68,7 +68,13 @@ class Pi05PolicyConfig:
         if not self.control_fps > 0:
             raise PolicyConfigError(f"control_fps must be > 0, got {self.control_fps}")
         if self.image_resize not in RESIZE_METHODS:
-            raise PolicyConfigError(f"image_resize must be one of {RESIZE_METHODS}, got '{self.image_resize}'")
+            raise PolicyConfigError(f"image_resize must be one of {list(RESIZE_METHODS)}, got '{self.image_resize}'")
+        if self.image_resize == "none":
+            # The model takes one fixed square size and clients fit frames with the method named here: "none" names
+            # no fit, so every frame of another size would be refused instead of prepared as in training.
+            fitting = [m for m in RESIZE_METHODS if m != "none"]
+            raise PolicyConfigError(f"image_resize: 'none' cannot serve a model with a fixed image size; name how its "
+                                    f"training fitted frames, one of {fitting}")
 
     def check_slots(self, model_slots: tuple[str, ...]) -> None:
         unknown = sorted(s for s in self.cameras.values() if s not in model_slots)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.finite import dim_label, first_non_finite
 from policy_norm.spec import PolicySpec
 from protos import policy_pb2 as pb
 from protos.codec import WireError, decode_image, dtype_name, tensor_to_numpy
@@ -51,21 +52,11 @@ def _float32_tensor(tensor: pb.Tensor, field: str, shape: tuple[int, ...]) -> np
     return arr.astype(np.float32, copy=False)
 
 
-def _first_non_finite(arr: npt.NDArray[np.float32]) -> tuple[int, ...] | None:
-    if np.isfinite(arr).all():
-        return None
-    bad = np.argwhere(~np.isfinite(arr))
-    return tuple(int(i) for i in bad[0]) if len(bad) else None
-
-
 def validate_state(tensor: pb.Tensor, spec: PolicySpec) -> npt.NDArray[np.float32]:
     state = _float32_tensor(tensor, "observation.state", (spec.state_dim,))
-    bad = _first_non_finite(state)
+    bad = first_non_finite(state)
     if bad is not None:
-        i = bad[0]
-        raise WireError(
-            f"observation.state[{i}] ({spec.state_names[i]})", f"must be finite, got {state[i]}"
-        )
+        raise WireError(f"observation.state{dim_label(spec.state_names, bad.dim)}", f"must be finite, got {bad.value}")
     return state
 
 
@@ -110,9 +101,9 @@ def validate_rtc(rtc: pb.RealTimeChunking, spec: PolicySpec) -> RtcInput:
             f"{field}.previous_chunk_remainder.shape",
             f"expected [h <= {spec.action_horizon}, {spec.action_dim}], got {list(arr.shape)}",
         )
-    bad = _first_non_finite(arr)
+    bad = first_non_finite(arr)
     if bad is not None:
-        raise WireError(f"{field}.previous_chunk_remainder[{bad[0]}, {bad[1]}]", "must be finite")
+        raise WireError(f"{field}.previous_chunk_remainder[{bad.index[0]}, {bad.index[1]}]", "must be finite")
     delay = int(rtc.inference_delay_steps)
     if not 0 <= delay < spec.action_horizon:
         raise WireError(f"{field}.inference_delay_steps", f"expected 0..{spec.action_horizon - 1}, got {delay}")

@@ -22,7 +22,7 @@ not fit raises WireError naming the key.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,9 @@ from protos.codec import WireError, encode_image, numpy_to_tensor, tensor_to_num
 STATE_KEYS = ("state", "observation.state", "observation/state")
 PROMPT_KEYS = ("prompt", "task")
 IMAGE_PREFIXES = ("observation.images.", "observation/images/")
+
+# (camera name, RGB uint8 [H, W, 3]) -> the frame to send; may raise WireError naming the camera.
+PrepareImage = Callable[[str, npt.NDArray[np.uint8]], npt.NDArray[np.uint8]]
 
 
 def _pick(obs: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -102,8 +105,13 @@ def request_from_dict(
     image_encoding: str = "raw",
     jpeg_quality: int = 90,
     request_id: int = 0,
+    prepare_image: PrepareImage | None = None,
 ) -> pb.InferRequest:
-    """Build an InferRequest from the dict convention above (no validation against a spec: the server does)."""
+    """Build an InferRequest from the dict convention above (no validation against a spec: the server does).
+
+    `prepare_image` sees every frame once, after collection and its RGB checks and before encoding: the robot
+    client fits frames to the policy's input size there, so each image is read from the dict exactly once.
+    """
     if not isinstance(obs, Mapping):
         raise WireError("observation", f"expected a dict, got {type(obs).__name__}")
     picked_state = _pick(obs, STATE_KEYS)
@@ -127,6 +135,8 @@ def request_from_dict(
     request = pb.InferRequest(request_id=request_id)
     observation = request.observation
     for name, rgb in collect_images(obs).items():
+        if prepare_image is not None:
+            rgb = prepare_image(name, rgb)
         encode_image(
             rgb,
             image_encoding,

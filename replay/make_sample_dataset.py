@@ -26,14 +26,15 @@ import numpy as np
 import numpy.typing as npt
 
 from robodata.dataset import ImageArray
-from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
+from robodata.lerobot_writer import CameraFeature, EpisodeData, LeRobotWriter, LeRobotWriterConfig
 from robodata.video import VideoEncoding
+from robot_client.yam_limits import yam_joint_limits
 
 ARM_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 JOINT_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)
-# YAM joint limits (rad); the gripper is normalized 0 = closed .. 1 = open.
-ARM_LOWER = np.array([-2.618, 0.0, 0.0, -1.693, -1.5708, -2.0944, 0.0])
-ARM_UPPER = np.array([3.1416, 3.6652, 3.1416, 1.5708, 1.5708, 2.0944, 1.0])
+# YAM joint limits (rad), the robot config's; the gripper is normalized 0 = closed .. 1 = open.
+ARM_LOWER = np.array([yam_joint_limits()[j][0] for j in ARM_JOINTS])
+ARM_UPPER = np.array([yam_joint_limits()[j][1] for j in ARM_JOINTS])
 LOWER = np.concatenate([ARM_LOWER, ARM_LOWER])
 UPPER = np.concatenate([ARM_UPPER, ARM_UPPER])
 TASKS = (
@@ -325,7 +326,7 @@ def write_sample(out: Path, config: SampleConfig) -> Path:
         fps=config.fps,
         state_names=JOINT_NAMES,
         action_names=JOINT_NAMES,
-        cameras=tuple(CameraSpec(cam, config.height, config.width) for cam in CAMERAS),
+        cameras=tuple(CameraFeature(cam, config.height, config.width) for cam in CAMERAS),
         robot_type=ROBOT_TYPE,
         video=VideoEncoding(codec=config.codec, crf=config.crf),
         overwrite=True,

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from policy_norm.deltas import chunk_action_values, delta_state_indices
 from policy_norm.errors import NormalizationError
 from policy_norm.formats import write_openpi_norm_stats, write_yam_norm_stats
-from policy_norm.numeric import EPSILON_CONVENTIONS, MODES, make_bool_mask
+from policy_norm.modes import MODE_NAMES, parse_mode
+from policy_norm.numeric import EPSILON_CONVENTIONS, make_bool_mask
 from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from robodata.dataset import Dataset, DatasetError
 from robodata.lerobot_meta import ACTION_KEY, STATE_KEY, write_json
@@ -174,14 +175,15 @@ def write_stats(
         write_json(path, stats_to_json({STATE_KEY: computed.state, ACTION_KEY: computed.actions}))
         return path
     if fmt == "yam":
-        if mode not in MODES:
-            raise DatasetError(f"--format yam needs --mode ({'/'.join(MODES)}): our format records the mode")
+        if mode is None:
+            raise DatasetError(f"--format yam needs --mode ({'/'.join(MODE_NAMES)}): our format records the mode")
+        norm_mode = parse_mode(mode, "--mode", DatasetError)
         req = request or StatsRequest()
         stats = NormStats(
             state=computed.feature("state"),
             actions=computed.feature("actions"),
             source=StatsSource("yam", str(out)),
-            mode=mode,
+            mode=norm_mode,
             epsilon=epsilon,
             action_delta_mask=req.delta_mask,
             provenance={
@@ -196,7 +198,7 @@ def write_stats(
                 "seed": str(req.seed),
             },
         )
-        return write_yam_norm_stats(out / YAM_STATS_FILE, stats, mode, epsilon, req.action_horizon)
+        return write_yam_norm_stats(out / YAM_STATS_FILE, stats, norm_mode, epsilon, req.action_horizon)
     raise DatasetError(f"--format must be one of {FORMATS}, got '{fmt}'")
 
 
@@ -223,7 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chunk length for action stats (openpi counts every step of every chunk); default 1")
     parser.add_argument("--max-frames", type=int, default=None, help="use a seeded sample of this many frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max-frames sample")
-    parser.add_argument("--mode", choices=MODES, default=None, help="--format yam: the mode these stats are for")
+    parser.add_argument("--mode", choices=MODE_NAMES, default=None, help="--format yam: the mode these stats are for")
     parser.add_argument("--epsilon", choices=EPSILON_CONVENTIONS, default="openpi",
                         help="--format yam: epsilon convention to record (default openpi)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
@@ -240,7 +242,7 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "openpi" and not args.asset_id:
         raise DatasetError("--format openpi needs --asset-id (e.g. --asset-id yam)")
     if args.format == "yam" and args.mode is None:
-        raise DatasetError(f"--format yam needs --mode ({'/'.join(MODES)})")
+        raise DatasetError(f"--format yam needs --mode ({'/'.join(MODE_NAMES)})")
     computed = compute_norm_stats(ds, request)
     path = write_stats(computed, args.out, args.format, asset_id=args.asset_id, mode=args.mode,
                        epsilon=args.epsilon, request=request, dataset=str(ds.info.path))

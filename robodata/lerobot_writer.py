@@ -66,8 +66,9 @@ CAMERA_STORAGES = ("video", "image")
 
 
 @dataclass(frozen=True)
-class CameraSpec:
-    """A camera to write: short name (stored as `observation.images.<name>`) and frame size."""
+class CameraFeature:
+    """One camera feature of the dataset to write (a LeRobot video or image column `observation.images.<name>`):
+    short name and frame size. Not a policy's camera input (that is `policy_norm.spec.CameraSpec`)."""
 
     name: str
     height: int
@@ -85,7 +86,7 @@ class LeRobotWriterConfig:
     fps: int
     state_names: tuple[str, ...]
     action_names: tuple[str, ...]
-    cameras: tuple[CameraSpec, ...] = ()
+    cameras: tuple[CameraFeature, ...] = ()
     version: str = V30
     robot_type: str | None = None
     camera_storage: str = "video"
@@ -373,7 +374,7 @@ class LeRobotWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path, compression="snappy")
 
-    def _write_v3_video(self, cam: CameraSpec, frames: ImageArray, ep_index: int) -> dict[str, Any]:
+    def _write_v3_video(self, cam: CameraFeature, frames: ImageArray, ep_index: int) -> dict[str, Any]:
         """Encode the episode on its own, then append it to the camera's current file (LeRobot v3 layout)."""
         cfg = self.config
         segment = self._tmp_dir / f"{cam.name}_{ep_index:06d}.mp4"
@@ -400,7 +401,7 @@ class LeRobotWriter:
             f"videos/{cam.key}/to_timestamp": float(end),
         }
 
-    def _write_v2_video(self, cam: CameraSpec, frames: ImageArray, ep_index: int) -> None:
+    def _write_v2_video(self, cam: CameraFeature, frames: ImageArray, ep_index: int) -> None:
         cfg = self.config
         chunk = ep_index // cfg.chunks_size
         path = self.root / V2_VIDEO_PATH.format(

@@ -31,7 +31,6 @@ import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
-MODES = ("sync", "async", "ensemble", "rtc")
 
 
 class ChunkingError(ValueError):
@@ -56,8 +55,8 @@ class ChunkingConfig:
     delay_margin_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ChunkingError(f"chunking mode must be one of {MODES}, got '{self.mode}'")
+        if self.mode not in SCHEDULERS:  # the live table, so a strategy defined elsewhere is accepted too
+            raise ChunkingError(f"chunking mode must be one of {tuple(SCHEDULERS)}, got '{self.mode}'")
         if not self.fps > 0:
             raise ChunkingError(f"fps must be > 0, got {self.fps}")
         for name in ("execute_steps", "refill_threshold", "blend_steps", "delay_margin_steps"):
@@ -151,8 +150,27 @@ class Timeline:
         return Timeline(self.times[keep], self.actions[keep])
 
 
+SCHEDULERS: dict[str, type[ChunkScheduler]] = {}  # mode name -> strategy, filled by the class statements below
+
+
 class ChunkScheduler(ABC):
-    """Thread-safe: the servo loop calls `target_at`, the policy worker calls `plan_query`/`on_chunk`."""
+    """Thread-safe: the servo loop calls `target_at`, the policy worker calls `plan_query`/`on_chunk`.
+
+    A concrete scheduler names its mode in its class statement (`class X(ChunkScheduler, mode="x")`), which
+    registers it in SCHEDULERS: `--chunking` choices, config validation and `make_scheduler` all read that one
+    table, so a new strategy is one class."""
+
+    mode: str
+
+    def __init_subclass__(cls, mode: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if mode is None:
+            return  # an intermediate base, not a strategy of its own
+        if mode in SCHEDULERS:
+            raise ChunkingError(f"chunking mode {mode!r} is registered twice: {SCHEDULERS[mode].__name__} and "
+                                f"{cls.__name__}")
+        cls.mode = mode
+        SCHEDULERS[mode] = cls
 
     def __init__(self, config: ChunkingConfig, dof: int) -> None:
         self.config = config
@@ -249,7 +267,7 @@ class ChunkScheduler(ABC):
     def _reset(self) -> None: ...
 
 
-class SyncScheduler(ChunkScheduler):
+class SyncScheduler(ChunkScheduler, mode="sync"):
     def __init__(self, config: ChunkingConfig, dof: int) -> None:
         super().__init__(config, dof)
         self._timeline: Timeline | None = None
@@ -277,7 +295,7 @@ class SyncScheduler(ChunkScheduler):
         self._timeline = None
 
 
-class AsyncScheduler(ChunkScheduler):
+class AsyncScheduler(ChunkScheduler, mode="async"):
     def __init__(self, config: ChunkingConfig, dof: int) -> None:
         super().__init__(config, dof)
         self._timeline: Timeline | None = None
@@ -315,36 +333,7 @@ class AsyncScheduler(ChunkScheduler):
         self._timeline = None
 
 
-class RtcScheduler(AsyncScheduler):
-    """Async timing; the request carries the remainder of the current chunk and the delay in steps."""
-
-    def estimated_delay_steps(self) -> int:
-        recent = list(self.stats.delays)[-self.config.delay_window:]
-        if not recent:
-            return self.config.delay_margin_steps
-        return int(math.ceil(max(recent) * self.config.fps)) + self.config.delay_margin_steps
-
-    def _plan(self, obs_time: float) -> QueryPlan:
-        timeline = self._timeline
-        if timeline is None:
-            return QueryPlan(obs_time=obs_time)
-        remainder = timeline.after(obs_time - 0.5 * self.config.period)
-        if remainder is None or len(remainder.actions) < 2:
-            return QueryPlan(obs_time=obs_time)
-        horizon_rows = len(remainder.actions)
-        delay = min(self.estimated_delay_steps(), horizon_rows - 1)
-        return QueryPlan(obs_time=obs_time, rtc={
-            "previous_chunk_remainder": remainder.actions.astype(np.float32),
-            "inference_delay_steps": delay,
-        })
-
-    def _accept(self, chunk: Chunk, now: float) -> None:
-        fresh = self._drop_stale(self._stamped(chunk, chunk.obs_time), now)
-        if fresh is not None:
-            self._timeline = fresh  # guided denoising already continues the old chunk: no blending
-
-
-class EnsembleScheduler(ChunkScheduler):
+class EnsembleScheduler(ChunkScheduler, mode="ensemble"):
     def __init__(self, config: ChunkingConfig, dof: int) -> None:
         super().__init__(config, dof)
         self._chunks: list[Timeline] = []
@@ -389,10 +378,38 @@ class EnsembleScheduler(ChunkScheduler):
         self._last_query_obs = None
 
 
-SCHEDULERS: dict[str, type[SyncScheduler | AsyncScheduler | RtcScheduler | EnsembleScheduler]] = {
-    "sync": SyncScheduler, "async": AsyncScheduler, "rtc": RtcScheduler, "ensemble": EnsembleScheduler,
-}
+class RtcScheduler(AsyncScheduler, mode="rtc"):
+    """Async timing; the request carries the remainder of the current chunk and the delay in steps."""
+
+    def estimated_delay_steps(self) -> int:
+        recent = list(self.stats.delays)[-self.config.delay_window:]
+        if not recent:
+            return self.config.delay_margin_steps
+        return int(math.ceil(max(recent) * self.config.fps)) + self.config.delay_margin_steps
+
+    def _plan(self, obs_time: float) -> QueryPlan:
+        timeline = self._timeline
+        if timeline is None:
+            return QueryPlan(obs_time=obs_time)
+        remainder = timeline.after(obs_time - 0.5 * self.config.period)
+        if remainder is None or len(remainder.actions) < 2:
+            return QueryPlan(obs_time=obs_time)
+        horizon_rows = len(remainder.actions)
+        delay = min(self.estimated_delay_steps(), horizon_rows - 1)
+        return QueryPlan(obs_time=obs_time, rtc={
+            "previous_chunk_remainder": remainder.actions.astype(np.float32),
+            "inference_delay_steps": delay,
+        })
+
+    def _accept(self, chunk: Chunk, now: float) -> None:
+        fresh = self._drop_stale(self._stamped(chunk, chunk.obs_time), now)
+        if fresh is not None:
+            self._timeline = fresh  # guided denoising already continues the old chunk: no blending
+
+
+MODES: tuple[str, ...] = tuple(SCHEDULERS)  # in definition order: sync, async, ensemble, rtc
 
 
 def make_scheduler(config: ChunkingConfig, dof: int) -> ChunkScheduler:
+    """The scheduler registered for `config.mode` (ChunkingConfig has already refused unknown modes)."""
     return SCHEDULERS[config.mode](config, dof)

@@ -1,8 +1,8 @@
 """`GrpcPolicy`: the robot side of the wire, an `openpi_client.base_policy.BasePolicy`.
 
 Drop-in for openpi's `WebsocketClientPolicy` (`infer(obs) -> {"actions": [H, D], ...}`), over typed gRPC, with:
-- metadata fetched at connect (camera sizes, joint names, horizon) and used to preprocess images exactly as
-  openpi training does (`openpi_client.image_tools.resize_with_pad`) when sizes differ;
+- metadata fetched at connect (camera sizes, joint names, horizon) and used to fit images whose size differs with
+  the method it names (`policy_norm.image_fit.fit_image`; resize_with_pad is openpi training's, pixel for pixel);
 - per-call deadlines, retries with exponential backoff on UNAVAILABLE (server restarting), and typed errors:
   `PolicyRequestError` (bad observation, names the field), `PolicyServerUnavailable`, `PolicyTimeout`;
 - an optional persistent bidirectional stream for lower latency;
@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 from openpi_client import base_policy
 
-from policy_norm.image_fit import fit_image
+from policy_norm.image_fit import fit_image, resize_method_from_metadata
 from protos import policy_pb2 as pb
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import WireError
-from protos.dicts import collect_images, request_from_dict, response_to_dict
+from protos.dicts import request_from_dict, response_to_dict
 from protos.malloc_tuning import tune_malloc_for_large_messages
 from robot_client.replicas import ReplicaError, check_interchangeable, parse_target
 
@@ -256,33 +258,26 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
         return self._metadata
 
     # -- inference --------------------------------------------------------------------------------------------
-    def prepare_images(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """Resize images whose size differs from the metadata's (resize_with_pad, openpi training parity)."""
-        if not self.config.resize_images:
-            return dict(obs)
+    def prepare_image(self, name: str, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """Fit one camera's frame to the size the metadata announces, with the method it names (openpi training
+        parity for resize_with_pad); a camera the metadata does not list is sent as it is."""
+        target = next(((c.height, c.width) for c in self._metadata.cameras if c.name == name), None)
+        if target is None:
+            return rgb
+        method = resize_method_from_metadata(self._metadata.preprocessing.image_resize)
         try:
-            images = collect_images(obs)
-        except WireError as exc:
-            raise PolicyRequestError(exc.field, str(exc)) from None
-        method = self._metadata.preprocessing.image_resize or "resize_with_pad"
-        sizes = {c.name: (c.height, c.width) for c in self._metadata.cameras}
-        out = {k: v for k, v in obs.items()
-               if k != "images" and not (isinstance(k, str) and k.startswith(("observation.images.",
-                                                                                "observation/images/")))}
-        resized = {}
-        for name, rgb in images.items():
-            target = sizes.get(name)
-            resized[name] = rgb if target is None else fit_image(rgb, target[0], target[1], method)
-        out["images"] = resized
-        return out
+            return fit_image(rgb, target[0], target[1], method)
+        except ValueError as exc:
+            raise WireError(f"images[{name}]", str(exc)) from None
 
     def build_request(self, obs: Mapping[str, Any]) -> pb.InferRequest:
         try:
             return request_from_dict(
-                self.prepare_images(obs),
+                obs,
                 image_encoding=self.config.image_encoding,
                 jpeg_quality=self.config.jpeg_quality,
                 request_id=next(self._ids),
+                prepare_image=self.prepare_image if self.config.resize_images else None,
             )
         except WireError as exc:
             raise PolicyRequestError(exc.field, str(exc)) from None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from robot_client.backends import RigOptions, RobotBackend, register_backend
 from robot_client.config import RobotConfig
 from robot_client.control_loop import Clock, WallClock
 from robot_client.robot import Robot
@@ -93,6 +94,18 @@ def build_sim_rig(config: RobotConfig, cameras: Sequence[str], *, seed: int = 0,
     return rig
 
 
+def _sim_backend_rig(config: RobotConfig, cameras: Sequence[str], options: RigOptions) -> Rig:
+    return build_sim_rig(config, cameras, seed=options.seed, pace=options.pace, sim=options.sim,
+                         camera_delays_s=options.camera_delays_s)
+
+
+register_backend(RobotBackend(
+    name="sim", build=_sim_backend_rig, moves_real_hardware=False, simulated=True,
+    default_cameras=lambda config: SIM_CAMERAS,
+    help="the MuJoCo arms and rendered cameras (lockstep simulated time)",
+))
+
+
 def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
     """Real arms over CAN and the config's OpenCV cameras (every camera the policy needs must be configured)."""
     from robot_client.cameras import CameraConfig, CameraRig, OpenCVCamera
@@ -127,6 +140,13 @@ def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
     rig = Rig(robot=robot, clock=WallClock(), capture_images=capture, camera_names=tuple(rig_cameras.names))
     rig._closers += [robot.close, rig_cameras.stop]
     return rig
+
+
+register_backend(RobotBackend(
+    name="yam", build=lambda config, cameras, options: build_yam_rig(config, cameras), moves_real_hardware=True,
+    simulated=False, default_cameras=lambda config: tuple(c.name for c in config.cameras),
+    help="the real I2RT YAM arms over CAN and the config's [[camera]] tables",
+))
 
 
 def check_names(robot_names: Sequence[str], policy_names: Sequence[str], what: str) -> None:

@@ -25,13 +25,14 @@ import numpy as np
 from protos import policy_pb2 as pb
 from replay.view.sink_options import add_sink_arguments, sink_from_args
 from robodata.open import open_dataset
+from robot_client.backends import RigOptions, backend_names, get_backend
 from robot_client.chunking import MODES, ChunkingConfig
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import TickRecord
 from robot_client.live_compare import LiveComparator, LiveComparison
 from robot_client.policy_client import GrpcPolicy, GrpcPolicyConfig
 from robot_client.policy_worker import ChunkRecord
-from robot_client.rig import Rig, build_sim_rig, build_yam_rig, check_names
+from robot_client.rig import Rig, check_names
 from robot_client.run_recorder import RecorderSpec, RunRecorder
 from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
 from robot_client.safety import EStop
@@ -44,7 +45,7 @@ log = logging.getLogger("robot_client")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="policy server HOST:PORT")
-    parser.add_argument("--robot", choices=["sim", "yam"], default="sim")
+    parser.add_argument("--robot", choices=backend_names(), default="sim")
     parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="rig calibration file (zero offsets, gripper limits); overrides the config's "
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_session(args: argparse.Namespace) -> SessionResult:
     """The episodes `args` describe (parsed by `add_arguments`), recorded and viewed as asked."""
-    if args.robot == "yam" and not (args.dry_run or args.confirmed):
+    backend = get_backend(args.robot)
+    if backend.moves_real_hardware and not (args.dry_run or args.confirmed):
         raise ArmsNotConfirmed("refusing to move real arms: run once with --dry-run, then add "
                                "--i-understand-this-moves-the-arm")
     prompts: list[str] = list(args.prompt) if args.prompt else [""]
@@ -145,11 +147,7 @@ def run_session(args: argparse.Namespace) -> SessionResult:
     check_names(config.joint_names, md.state_names, "state")
     check_names(config.joint_names, md.action_names, "action")
     cameras = [c.name for c in md.cameras]
-    rig: Rig
-    if args.robot == "sim":
-        rig = build_sim_rig(config, cameras, seed=args.seed, pace=args.pace)
-    else:
-        rig = build_yam_rig(config, cameras)
+    rig = backend.build(config, cameras, RigOptions(seed=args.seed, pace=args.pace))
     chunking = ChunkingConfig(mode=args.chunking, fps=md.control_fps, execute_steps=args.execute,
                               refill_threshold=args.refill if args.refill is not None else md.action_horizon // 2,
                               blend_steps=args.blend)

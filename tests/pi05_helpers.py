@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from policy_norm.config import NormalizationConfig
-from policy_norm.limits import yam_limits
 from policy_norm.numeric import make_bool_mask
 from policy_server.checkpoint.bundle import write_servable_checkpoint
 from policy_server.checkpoint.writer import WriteOptions
@@ -13,6 +12,7 @@ from policy_server.model.config import Pi05Config
 from policy_server.policy_config import Pi05PolicyConfig
 from policy_server.tokenizer_build import build_sentencepiece_model_bytes
 from replay.stats_tool import StatsRequest, compute_norm_stats
+from robot_client.yam_limits import yam_limits
 from tests.model_helpers import random_model
 from tests.wire_helpers import sample_dataset
 
@@ -30,8 +30,9 @@ def policy_config_for(cfg: Pi05Config, names: tuple[str, ...], **norm_changes: o
 
 
 def make_servable_checkpoint(directory: Path, layout: str = "openpi", seed: int = 0, preset_name: str = "dummy",
-                             **norm_changes: object) -> Path:
-    model = random_model(preset_name, seed=seed)
+                             model_changes: dict[str, object] | None = None, **norm_changes: object) -> Path:
+    """`model_changes` change the preset's model config (the first two image slots get the dataset's cameras)."""
+    model = random_model(preset_name, seed=seed, **(model_changes or {}))
     ds = sample_dataset()
     stats = compute_norm_stats(ds, StatsRequest(delta_mask=DELTA_MASK, action_horizon=model.cfg.action_horizon,
                                                 progress=False))

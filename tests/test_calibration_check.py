@@ -23,7 +23,7 @@ import pytest
 
 from calibration import check_cli
 from replay.make_sample_dataset import JOINT_NAMES, SampleConfig, generate_episodes
-from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robodata.lerobot_writer import CameraFeature, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 from robot_client.calfile import (
     CameraCalibration,
     GripperRange,
@@ -45,7 +45,7 @@ EPISODES = generate_episodes(SampleConfig(num_episodes=2, min_length=60, max_len
 def _dataset(root: Path, *, states: list[np.ndarray] | None = None, actions: list[np.ndarray] | None = None,
              cameras: tuple[tuple[str, int, int], ...] = (("top", H, W), ("left_wrist", H, W)), fps: int = 30,
              names: tuple[str, ...] = JOINT_NAMES) -> Path:
-    specs = tuple(CameraSpec(n, h, w) for n, h, w in cameras)
+    specs = tuple(CameraFeature(n, h, w) for n, h, w in cameras)
     episodes = []
     for i, ep in enumerate(EPISODES):
         s = ep.states if states is None else states[i]

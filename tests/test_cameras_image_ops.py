@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from openpi_client import image_tools
 
-from policy_norm.image_fit import center_crop, resize_with_center_crop, resize_with_pad
+from policy_norm.image_fit import (
+    DEFAULT_RESIZE_METHOD,
+    RESIZE_METHODS,
+    center_crop,
+    check_resize_method,
+    fit_image,
+    resize_method_from_metadata,
+    resize_with_center_crop,
+    resize_with_pad,
+)
 from robot_client.cameras import ResizeSpec, bgr_to_rgb
 
 
@@ -75,9 +84,34 @@ def test_resize_with_center_crop_fills_without_padding() -> None:
     assert (out == 255).all()
 
 
-def test_resize_spec_modes() -> None:
+def test_resize_spec_methods() -> None:
     image = _noise(480, 640, seed=3)
     np.testing.assert_array_equal(ResizeSpec(224, 224).apply(image), image_tools.resize_with_pad(image, 224, 224))
-    assert ResizeSpec(224, 224, mode="crop").apply(image).shape == (224, 224, 3)
-    with pytest.raises(ValueError, match="mode"):
-        ResizeSpec(224, 224, mode="stretch")  # type: ignore[arg-type]
+    crop = ResizeSpec(224, 224, method="center_crop").apply(image)
+    assert crop.shape == (224, 224, 3)
+    np.testing.assert_array_equal(crop, resize_with_center_crop(image, 224, 224))
+    assert ResizeSpec(224, 224, method="none").apply(image) is image
+    with pytest.raises(ValueError, match="resize method"):
+        ResizeSpec(224, 224, method="stretch")
+
+
+def test_resize_spec_speaks_the_policy_metadata_vocabulary() -> None:
+    """The camera-side fit and the policy-side fit name the same methods the same way, and agree pixel for pixel."""
+    image = _noise(480, 640, seed=4)
+    for method in RESIZE_METHODS:
+        np.testing.assert_array_equal(ResizeSpec(224, 224, method).apply(image), fit_image(image, 224, 224, method))
+    for old_word in ("pad", "crop"):
+        with pytest.raises(ValueError, match="resize method"):
+            ResizeSpec(224, 224, old_word)
+
+
+def test_an_unset_metadata_method_is_resolved_when_read_not_when_fitting() -> None:
+    """proto3 sends an unset `preprocessing.image_resize` as "": it means resize_with_pad, decided in one place."""
+    image = _noise(48, 64, seed=5)
+    assert resize_method_from_metadata("") == DEFAULT_RESIZE_METHOD == "resize_with_pad"
+    assert resize_method_from_metadata("center_crop") == "center_crop"
+    with pytest.raises(ValueError, match="image resize method"):
+        fit_image(image, 32, 32, "")
+    with pytest.raises(ValueError, match=r"must be one of \['resize_with_pad', 'center_crop', 'none'\], got 'pad'"):
+        check_resize_method("pad")
+

@@ -196,3 +196,21 @@ def test_tracking_brakes_each_joint_for_its_own_limit() -> None:
         assert not step.output_clamped, f"tick {k}: output clamped on {step.output_clamped}"
         assert LIMITS.lower[gripper] - 1e-6 <= step.position[gripper] <= LIMITS.upper[gripper] + 1e-6
     np.testing.assert_allclose(servo.position[gripper], LIMITS.lower[gripper], atol=2e-3)
+
+
+def test_a_strategy_registers_itself_by_its_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new chunking strategy is one class: config validation and make_scheduler find it by its mode name."""
+    from robot_client import chunking
+
+    assert MODES == ("sync", "async", "ensemble", "rtc") == tuple(chunking.SCHEDULERS)
+    assert all(cls.mode == mode for mode, cls in chunking.SCHEDULERS.items())
+    monkeypatch.setattr(chunking, "SCHEDULERS", dict(chunking.SCHEDULERS))  # the test's class leaves no trace
+
+    class HoldScheduler(chunking.SyncScheduler, mode="hold"):
+        pass
+
+    scheduler = make_scheduler(ChunkingConfig(mode="hold"), 2)
+    assert isinstance(scheduler, HoldScheduler) and scheduler.mode == "hold"
+    with pytest.raises(ChunkingError, match="'sync' is registered twice"):
+        class _Again(chunking.SyncScheduler, mode="sync"):
+            pass

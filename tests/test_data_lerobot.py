@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from robodata.dataset import DatasetError
 from robodata.lerobot_reader import LeRobotDataset, LeRobotOptions, open_lerobot
 from robodata.lerobot_writer import (
-    CameraSpec,
+    CameraFeature,
     EpisodeData,
     LeRobotWriter,
     LeRobotWriterConfig,
@@ -33,7 +33,7 @@ from robodata.video import VideoEncoding
 AV1_MAX_MEAN_ABS_DIFF = 3.0
 STATE_NAMES = ("left_joint1", "left_joint2", "left_gripper")
 ACTION_NAMES = ("left_joint1_cmd", "left_joint2_cmd")
-CAMS = (CameraSpec("top", 48, 64), CameraSpec("wrist", 32, 48))
+CAMS = (CameraFeature("top", 48, 64), CameraFeature("wrist", 32, 48))
 LENGTHS = (23, 17, 30, 12, 19)
 TASKS = ("pick up the cube", "hand over the cube")
 

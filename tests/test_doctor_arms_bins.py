@@ -8,14 +8,16 @@ through its CLI or its API; each test asserts the code, the joints or arms named
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from policy_norm.checkpoint import build_pipeline
-from policy_norm.numeric import discretize_state
-from replay.doctor.bins import BinThresholds, bin_coverage, bin_findings
+from policy_norm.numeric import bin_edges, discretize_state
+from policy_norm.pipeline import NormalizationPipeline
+from replay.doctor.bins import BinThresholds, bin_coverage, bin_findings, served_bins
 from replay.doctor.command import DoctorOptions, run_doctor
 from robodata.open import open_dataset
 from robodata.zarr_dp_writer import write_dp_zarr
@@ -164,8 +166,34 @@ def test_bins_are_the_servers_bins(tmp_path: Path) -> None:
     coverage = bin_coverage(pipeline, states[::3])
     assert coverage is not None
     assert [d.bins_used for d in coverage.dims] == [np.unique(served[:, i]).size for i in range(14)]
+    assert [(d.lowest, d.highest) for d in coverage.dims] == [
+        (int(served[:, i].min()), int(served[:, i].max())) for i in range(14)]
+    bins, _, _ = served_bins(pipeline, states[::3])
+    np.testing.assert_array_equal(bins, served)  # exactly the server's, frame by frame
+    strict = NormalizationPipeline(replace(pipeline.config, strict=True), pipeline.stats)
+    np.testing.assert_array_equal(served_bins(strict, states[::3])[0], served)  # counted, not refused
     k, _, _ = discretize_state(pipeline.normalize_states(states[::3]))
     assert (k == served).mean() > 0.999  # float32 (server) vs float64 (here) may differ at a bin edge
+
+
+def test_bins_at_bin_edges_are_the_servers_bins(tmp_path: Path) -> None:
+    """States whose normalized value sits on a bin edge: the float64 path puts many in the neighbouring bin, the
+    doctor's bins stay the ones prepare() gives on the server (float32 on the wire)."""
+    eps = yam_episodes(num=2)
+    ds = write_lerobot(tmp_path / "ds", eps)
+    stats = computed_stats(ds)
+    pipeline = build_pipeline(openpi_checkpoint(tmp_path / "ckpt", stats.feature("state"), stats.feature("actions"),
+                                                policy_config()))
+    rng = np.random.default_rng(0)
+    on_edges = np.tile(rng.choice(bin_edges(256)[1:-1], size=(300, 1)), (1, 14))
+    states = pipeline.resolved.state.unnormalize(on_edges)
+    states = states + rng.normal(0.0, 1e-7, states.shape) * np.maximum(np.abs(states), 1e-3)
+    prepared = [pipeline.prepare(s.astype(np.float32))[0].state_bins for s in states]
+    served = np.stack([b for b in prepared if b is not None])
+    assert len(served) == len(states)
+    np.testing.assert_array_equal(served_bins(pipeline, states)[0], served)
+    k64, _, _ = discretize_state(pipeline.normalize_states(states))
+    assert (k64 != served).any()  # the float64 path is not the server's: this test can tell them apart
 
 
 # ---- lag in ms, exit codes --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from replay.make_sample_dataset import JOINT_NAMES, SampleConfig, generate_episo
 from replay.stats_tool import ComputedStats, StatsRequest, compute_norm_stats
 from robodata.lerobot_writer import EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 from robodata.open import open_dataset
+from robot_client.yam_limits import yam_limits
 
 F64 = npt.NDArray[np.float64]
 FPS = 30
@@ -69,7 +70,7 @@ def policy_config(mode: str | None = "quantile", mask: Sequence[bool] = (False,)
         "action_horizon": horizon,
         "model_state_dim": 32,
         "model_action_dim": 32,
-        "joint_limits": "yam",
+        "joint_limits": {name: list(limit) for name, limit in yam_limits(JOINT_NAMES).items()},
     }
     cfg.update(extra)
     return cfg

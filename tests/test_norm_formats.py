@@ -264,9 +264,12 @@ def test_several_sources_are_an_error_listing_them(tmp_path: Path) -> None:
 def test_config_dict_round_trip_and_errors() -> None:
     raw = _config(mode="quantile", joint_limits={"j1": (-1.0, 1.0)}).to_dict()
     assert NormalizationConfig.from_dict(raw) == _config(mode="quantile", joint_limits={"j1": (-1.0, 1.0)})
-    raw2 = dict(raw, action_delta_mask={"make_bool_mask": [2, -1]}, joint_limits="yam")
+    raw2 = dict(raw, action_delta_mask={"make_bool_mask": [2, -1]}, joint_limits={"gripper": [0.0, 1.0]})
     cfg = NormalizationConfig.from_dict(raw2)
     assert cfg.action_delta_mask == (True, True, False) and cfg.joint_limits == {"gripper": (0.0, 1.0)}
+    # Limits are the robot's, written out by whoever writes the config; a name standing for a table is refused.
+    with pytest.raises(NormConfigError, match=r"joint_limits: expected null or \{name: \[lower, upper\]\}"):
+        NormalizationConfig.from_dict(dict(raw, joint_limits="yam"))
     with pytest.raises(NormConfigError, match=r"unknown key\(s\) \['modee'\]"):
         NormalizationConfig.from_dict(dict(raw, modee="quantile"))
     with pytest.raises(NormConfigError, match=r"action_delta_mask has 2 entries, expected 3"):

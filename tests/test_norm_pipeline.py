@@ -19,10 +19,10 @@ from policy_norm import (
     NormStatsError,
     StepError,
     make_bool_mask,
-    yam_limits,
 )
 from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from protos import policy_pb2 as pb
+from robot_client.yam_limits import yam_limits
 
 ARM = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM)
@@ -119,7 +119,7 @@ def test_finish_delta_to_absolute_gripper_and_limits() -> None:
     assert actions.shape == (10, 14) and actions.dtype == np.float32
     np.testing.assert_allclose(actions[1:, 0], state[0], atol=1e-5)  # delta 0 -> the chunk-start state
     assert np.all(actions[:, 6] == 1.0)
-    assert actions[0, 1] == pytest.approx(3.6652)  # YAM joint2 upper limit
+    assert actions[0, 1] == pytest.approx(3.66519)  # YAM joint2 upper limit (the robot config's)
     assert report.step_names == OUT_ORDER
     codes = {(w.code, w.field) for w in report.warnings}
     assert ("gripper_clipped", "actions[6] (left_gripper)") in codes

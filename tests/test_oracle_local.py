@@ -64,3 +64,43 @@ def test_cli_with_a_checkpoint_writes_the_outputs(tmp_path: Path, checkpoint: Pa
     assert "## Per chunk step" in (out_dir / "report.md").read_text()
     assert {"error_vs_step.png", "error_over_frames.png", "worst_frame_1.png"} <= {
         p.name for p in (out_dir / "plots").iterdir()}
+
+
+def test_the_local_model_validates_like_the_server_and_answers_alike(checkpoint: Path) -> None:
+    """Frames go through the server's request validation: a bad frame gets the error the server sends over gRPC
+    (same field, same message), a good one the same chunk."""
+    from dataclasses import replace
+
+    from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
+    from policy_server.server import PolicyServer, ServerConfig
+    from replay.oracle.core import observation
+    from replay.oracle.sources import ServerSource
+
+    ep = sample_dataset().episode(1)
+    good = observation(ep, 20, range(14))
+    nan_state = good.state.copy()
+    nan_state[3] = np.nan
+    bad = [replace(good, state=nan_state),
+           replace(good, images={"top": good.images["top"]}),
+           replace(good, images={**good.images, "overhead": good.images["top"]})]
+    policy = Pi05Policy(Pi05ServeOptions(checkpoint=checkpoint, device="cpu", warmup=False))
+    server = PolicyServer(policy, ServerConfig(host="127.0.0.1", port=0)).start()
+    local = LocalModelSource(checkpoint, noise_seed=3)
+    try:
+        remote = ServerSource(f"127.0.0.1:{server.port}", noise_seed=3)
+        try:
+            served, here = remote.infer_batch([good, *bad]), local.infer_batch([good, *bad])
+        finally:
+            remote.close()
+    finally:
+        local.close()
+        server.stop(grace=0.1)
+    assert served[0].chunk is not None and here[0].chunk is not None
+    np.testing.assert_array_equal(here[0].chunk, served[0].chunk)
+    assert here[0].warnings == served[0].warnings
+    fields = ["observation.state[3] (left_joint4)", "observation.images[left_wrist]", "observation.images[overhead]"]
+    for field, s, h in zip(fields, served[1:], here[1:], strict=True):
+        assert s.chunk is None and h.chunk is None and s.error is not None and h.error is not None
+        assert h.error.startswith("WireError: ") and s.error.startswith("PolicyRequestError: ")
+        assert h.error.split(": ", 1)[1] == s.error.split(": ", 1)[1], (h.error, s.error)
+        assert h.error.split(": ", 1)[1].startswith(f"{field}: "), h.error

@@ -142,6 +142,7 @@ def test_a_few_steps_reduce_the_loss_and_the_checkpoint_serves(demos: Path, tmp_
     losses = [float(r.split(",")[1]) for r in (out / "training" / "loss.csv").read_text().splitlines()[1:]]
     assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
     assert metrics["heldout_reconstruction"]["frames"] > 0 and np.isfinite(metrics["heldout_reconstruction"]["l1"])
+    assert metrics["served_check"]["inputs_equal"] is True  # served model inputs equal training's, tensor for tensor
     assert metrics["served_check"]["max_action_diff"] < 1e-4  # the server's preprocessing is training's
     assert (out / "training" / "grad_norms.csv").read_text().splitlines()[0].count("llm.layers") == 4
     for name in ("model.safetensors", "config.json", "policy_config.json", "assets/tokenizer.model",

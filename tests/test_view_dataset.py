@@ -11,7 +11,7 @@ import pytest
 
 from replay.cli import main
 from replay.view.rrd_read import read_rrd
-from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
+from robodata.lerobot_writer import CameraFeature, EpisodeData, LeRobotWriterConfig, write_lerobot_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample_yam"
@@ -57,7 +57,7 @@ def test_sample_dataset_has_every_panel(tmp_path: Path) -> None:
 def test_generic_names_skip_the_arms_with_a_note(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     cfg = LeRobotWriterConfig(fps=10, state_names=("a", "b"), action_names=("a", "b"),
-                              cameras=(CameraSpec("cam", 16, 16),), camera_storage="image")
+                              cameras=(CameraFeature("cam", 16, 16),), camera_storage="image")
     images = {"cam": rng.integers(0, 255, size=(5, 16, 16, 3), dtype=np.uint8)}
     root = write_lerobot_dataset(tmp_path / "tiny", cfg, [
         EpisodeData("t", rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), images=images),

@@ -104,6 +104,29 @@ def test_request_dict_accepts_openpi_and_lerobot_key_styles() -> None:
     assert a.observation.prompt == b.observation.prompt == "x"
 
 
+def test_request_dict_prepares_each_checked_frame_once_before_encoding() -> None:
+    seen: list[tuple[str, tuple[int, ...]]] = []
+
+    def halve(name: str, rgb: np.ndarray) -> np.ndarray:
+        seen.append((name, rgb.shape))
+        return np.ascontiguousarray(rgb[::2, ::2])
+
+    obs = {"state": np.zeros(2), "images": {"top": np.zeros((3, 8, 6), np.uint8)},  # CHW: checked and transposed
+           "observation.images.wrist": np.full((4, 4, 3), 7, np.uint8)}
+    req = request_from_dict(obs, prepare_image=halve)
+    assert sorted(seen) == [("top", (8, 6, 3)), ("wrist", (4, 4, 3))]
+    assert (req.observation.images["top"].height, req.observation.images["top"].width) == (4, 3)
+    np.testing.assert_array_equal(decode_image(req.observation.images["wrist"], "w").rgb, np.full((2, 2, 3), 7))
+
+    def refuse(name: str, rgb: np.ndarray) -> np.ndarray:
+        raise WireError(f"images[{name}]", "cannot fit")
+
+    with pytest.raises(WireError) as err:
+        request_from_dict({"state": np.zeros(2), "images": {"top": np.zeros((4, 4, 3), np.uint8)}},
+                          prepare_image=refuse)
+    assert err.value.field == "images[top]"
+
+
 @pytest.mark.parametrize(
     ("obs", "field"),
     [

@@ -15,9 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from policy_norm.image_fit import fit_image
 from policy_server.server import SERVICE_NAME, PolicyServer, ServerConfig
 from protos import policy_pb2_grpc as pb_grpc
-from protos.codec import numpy_to_tensor
+from protos.codec import decode_image, numpy_to_tensor
 from robodata.dataset import Dataset
 from robot_client.policy_client import (
     GrpcPolicy,
@@ -110,6 +111,20 @@ def test_client_resizes_to_the_served_size(server: PolicyServer, dataset: Datase
         policy.infer(obs)
     assert err.value.field == f"observation.images[{cam.name}]"
     assert f"expected {cam.height}x{cam.width}" in str(err.value)
+
+
+def test_client_fits_frames_with_the_method_the_metadata_names(server: PolicyServer, dataset: Dataset) -> None:
+    obs = observation_for(dataset, 0, 0)
+    cam = dataset.info.cameras[0]
+    big = np.random.default_rng(0).integers(0, 256, (cam.height * 2, cam.width * 3, 3), dtype=np.uint8)
+    del obs["images"][cam.name]
+    obs[f"observation.images.{cam.name}"] = big  # the flat key style is fitted the same way
+    with client(server) as policy:
+        method = policy.metadata.preprocessing.image_resize
+        request = policy.build_request(obs)
+    assert method == "resize_with_pad"
+    sent = decode_image(request.observation.images[cam.name], cam.name).rgb
+    np.testing.assert_array_equal(sent, fit_image(big, cam.height, cam.width, method))
 
 
 def _bad_requests(dataset: Dataset) -> list[tuple[str, dict]]:

@@ -1,13 +1,14 @@
-"""Training samples from a LeRobot dataset, prepared exactly as `policy_server.pi05_policy` prepares a request.
+"""Training samples from a LeRobot dataset, prepared by the server's own input transform.
 
-Per frame t of an episode with prompt p:
-- state: `pipeline.prepare(state[t])` (the one normalization module) gives the 256-bin discretized state;
-- tokens: `tokenizer.tokenize_pi05(p, bins, max_len)`, refused when it would truncate;
+The model inputs come from `policy_server.pi05_inputs.Pi05InputTransform`, the class `Pi05Policy` serves
+requests with, so training sees exactly what serving sends. Per frame t of an episode with prompt p:
+- state and tokens: `transform.encode_prompt(state[t], p, strict=True)` (the one normalization pipeline, the
+  256-bin discretized state in the prompt), refused when the prompt would be truncated;
 - actions: the chunk action[t : t + H] (the last action repeated past the episode end, as the stats tool and
   `Episode.action_chunk` do) through `pipeline.encode_actions(chunk, state[t])` (gripper convention, absolute ->
   delta on the masked dims, normalize, zero-pad) -- the inverse of the server's `pipeline.finish`;
-- images: the dataset frames, which the demo recorder already fitted to the model size with the client's
-  `fit_image`; `model_pixels` scales them to [-1, 1] CHW float32 as the server's `_images` does.
+- images: the dataset frames at the model size (`transform.fit`, a no-op for demos the recorder already fitted),
+  kept as uint8 and turned into model pixels per batch by `transform.assemble`, as the server does per request.
 Robot-unit chunks are kept too, for the reconstruction error in raw units.
 """
 
@@ -20,10 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from policy_norm.pipeline import NormalizationPipeline
-from policy_server.model.config import Pi05Config
 from policy_server.model.pi05 import ModelInputs
-from policy_server.tokenizer import PromptTokenizer
+from policy_server.pi05_inputs import Pi05InputTransform
 from robodata.dataset import Dataset, DatasetError
 from robot_client.sim.layout import SceneLayout
 
@@ -31,15 +30,11 @@ from robot_client.sim.layout import SceneLayout
 PROBE_OBJECTS = ("red_cube", "blue_cube")
 
 
-def model_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB [B, H, W, 3] -> float32 [B, 3, H, W] in [-1, 1] (the server's `/ 255 * 2 - 1`, channels first)."""
-    return (images.to(torch.float32) / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
-
-
 @dataclass
 class Samples:
     """Every frame of a set of episodes, ready to batch. N frames, camera slots in the model's order."""
 
+    transform: Pi05InputTransform  # turns a batch of these frames and tokens into model inputs
     images: list[torch.Tensor]  # per model slot, uint8 [N, S, S, 3]
     tokens: torch.Tensor  # int64 [N, L]
     token_masks: torch.Tensor  # bool [N, L]
@@ -57,12 +52,7 @@ class Samples:
 
     def inputs(self, index: torch.Tensor | npt.NDArray[np.int64] | Sequence[int]) -> ModelInputs:
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return ModelInputs(
-            images=[model_pixels(img[idx]) for img in self.images],
-            image_masks=[torch.ones(len(idx), dtype=torch.bool) for _ in self.images],
-            tokens=self.tokens[idx],
-            token_masks=self.token_masks[idx],
-        )
+        return self.transform.assemble([img[idx] for img in self.images], self.tokens[idx], self.token_masks[idx])
 
 
 def object_targets(seed: int, objects: Sequence[str] = PROBE_OBJECTS) -> npt.NDArray[np.float32]:
@@ -80,22 +70,26 @@ def object_targets(seed: int, objects: Sequence[str] = PROBE_OBJECTS) -> npt.NDA
     return np.asarray(out, dtype=np.float32)
 
 
+def _fitted(transform: Pi05InputTransform, frames_u8: npt.NDArray[np.uint8], camera: str) -> npt.NDArray[np.uint8]:
+    """An episode's frames [T, H, W, 3] of `camera` at the model's size (the array itself when they already are)."""
+    s = transform.image_size
+    if frames_u8.shape[1:] == (s, s, 3):
+        return frames_u8
+    return np.stack([transform.fit(frame, camera) for frame in frames_u8])
+
+
 def build_samples(
     ds: Dataset,
     episodes: Sequence[int],
-    pipeline: NormalizationPipeline,
-    tokenizer: PromptTokenizer,
-    cfg: Pi05Config,
-    camera_slots: dict[str, str],
+    transform: Pi05InputTransform,
     scene_seeds: Mapping[int, int] | None = None,
 ) -> Samples:
-    """Samples of `episodes` of `ds`; `camera_slots` maps dataset camera -> model slot (policy_config cameras).
+    """Samples of `episodes` of `ds`, prepared by `transform` (whose cameras map dataset camera -> model slot).
     With `scene_seeds` (dataset episode -> scene seed) the samples carry the auxiliary probe's object targets."""
-    by_slot = {slot: cam for cam, slot in camera_slots.items()}
-    missing = [s for s in cfg.image_keys if s not in by_slot]
+    cfg, pipeline = transform.cfg, transform.pipeline
+    missing = [slot for slot, cam in transform.slot_cameras if cam is None]
     if missing:
-        raise DatasetError(f"model slots {missing} have no camera in {camera_slots}")
-    size = cfg.vision.image_size
+        raise DatasetError(f"model slots {missing} have no camera in {transform.cameras}")
     h = cfg.action_horizon
     images: dict[str, list[npt.NDArray[np.uint8]]] = {s: [] for s in cfg.image_keys}
     tokens, masks, actions, raw, states, ep_ids, frames, prompts, targets = [], [], [], [], [], [], [], [], []
@@ -103,20 +97,15 @@ def build_samples(
         ep = ds.episode(index)
         if scene_seeds is not None:
             targets.append(np.repeat(object_targets(scene_seeds[index])[None], len(ep), axis=0))
-        for slot in cfg.image_keys:
-            frames_u8 = ep.images(by_slot[slot])
-            if frames_u8.shape[1:] != (size, size, 3):
-                raise DatasetError(f"episode {index}: camera '{by_slot[slot]}' frames are {frames_u8.shape[1:3]}, "
-                                   f"the model takes {size}x{size}; record the demos at the model size")
-            images[slot].append(frames_u8)
+        for slot, cam in transform.slot_cameras:
+            assert cam is not None
+            images[slot].append(_fitted(transform, ep.images(cam), f"{cam} (episode {index})"))
         for t in range(len(ep)):
-            prepared, _ = pipeline.prepare(ep.states[t])
-            assert prepared.state_bins is not None
-            tok = tokenizer.tokenize_pi05(ep.task, prepared.state_bins, max_len=cfg.max_token_len, strict=True)
+            encoded = transform.encode_prompt(ep.states[t], ep.task, strict=True)
             chunk, _ = ep.action_chunk(t, h)
-            tokens.append(tok.tokens)
-            masks.append(tok.mask)
-            actions.append(pipeline.encode_actions(chunk, prepared.robot_state))
+            tokens.append(encoded.tokens)
+            masks.append(encoded.token_mask)
+            actions.append(pipeline.encode_actions(chunk, encoded.robot_state))
             raw.append(chunk)
             states.append(ep.states[t])
             ep_ids.append(index)
@@ -125,6 +114,7 @@ def build_samples(
     if not tokens:
         raise DatasetError(f"{ds.info.path}: no frames in episodes {list(episodes)}")
     return Samples(
+        transform=transform,
         images=[torch.from_numpy(np.concatenate(images[s])) for s in cfg.image_keys],
         tokens=torch.from_numpy(np.stack(tokens)),
         token_masks=torch.from_numpy(np.stack(masks)),

@@ -177,13 +177,13 @@ def record_demos(config: DemoConfig, workers: int = 1) -> list[RecordedEpisode]:
 
 def write_demos(out: Path, config: DemoConfig, episodes: Sequence[RecordedEpisode]) -> Path:
     """Write the successful episodes as a LeRobot v3.0 dataset (PNG images) plus the manifest."""
-    from robodata.lerobot_writer import CameraSpec, EpisodeData, LeRobotWriter, LeRobotWriterConfig
+    from robodata.lerobot_writer import CameraFeature, EpisodeData, LeRobotWriter, LeRobotWriterConfig
     from robot_client.config import load_robot_config
 
     names = load_robot_config(config.robot_config).joint_names
     writer_config = LeRobotWriterConfig(
         fps=config.fps, state_names=names, action_names=names,
-        cameras=(CameraSpec(config.camera, config.image_size, config.image_size),), robot_type="bi_yam",
+        cameras=(CameraFeature(config.camera, config.image_size, config.image_size),), robot_type="bi_yam",
         camera_storage="image", overwrite=True,
     )
     kept = [ep for ep in episodes if ep.success]

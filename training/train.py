@@ -6,8 +6,9 @@ Steps: record or reuse the demos (training.demos, cached under .cache/demos/), s
 and held-out ones, compute norm stats over the training episodes with the stats tool (replay.stats_tool, exact
 quantiles; delta actions over chunks of the model's horizon), write them where the checkpoint keeps them and
 build the normalization pipeline from there as the server does, build the tokenizer, prepare the samples
-(training.data: the server's preprocessing), then train with flow matching (Pi05Model.compute_loss), AdamW,
-warm-up + cosine learning rate, gradient clipping, fixed seeds, single process.
+(training.data, through the server's own input transform policy_server.pi05_inputs), then train with flow
+matching (Pi05Model.compute_loss), AdamW, warm-up + cosine learning rate, gradient clipping, fixed seeds, single
+process.
 
 Every step the loss and gradients are checked: a non-finite loss re-runs the forward with hooks and raises
 TrainingDivergedError naming the first module whose output is non-finite; non-finite gradients raise naming
@@ -16,8 +17,9 @@ the parameters. Logs (under OUT/training/): loss.csv (step, loss, lr, gradient n
 
 The checkpoint (openpi layout, via policy_server.checkpoint.bundle.write_servable_checkpoint): model.safetensors,
 config.json, assets/<asset_id>/norm_stats.json, assets/tokenizer.model, policy_config.json. After writing, it
-is loaded back as the server loads it and checked: same weights hash, same normalization digest, and one
-held-out observation served through Pi05Policy.infer gives the actions training's own path gives.
+is loaded back as the server loads it and checked: same weights hash, same normalization digest, one held-out
+observation gives the server the model inputs training gives the model (tensor for tensor), and served through
+Pi05Policy.infer it gives the actions training's own path gives.
 """
 
 from __future__ import annotations
@@ -41,17 +43,19 @@ from torch import nn
 from policy_norm.checkpoint import build_pipeline
 from policy_norm.config import NormalizationConfig
 from policy_norm.formats import write_openpi_norm_stats
-from policy_norm.limits import yam_limits
+from policy_norm.modes import NormMode
 from policy_norm.numeric import make_bool_mask
 from policy_norm.pipeline import NormalizationPipeline
 from policy_server.checkpoint.bundle import write_servable_checkpoint
 from policy_server.model.config import Pi05Config, preset
 from policy_server.model.pi05 import ModelInputs, Pi05Model
+from policy_server.pi05_inputs import Pi05InputTransform, inputs_difference
 from policy_server.policy_config import Pi05PolicyConfig
 from policy_server.tokenizer import PromptTokenizer
 from policy_server.tokenizer_build import build_sentencepiece_model_bytes
 from replay.stats_tool import ComputedStats, StatsRequest, compute_norm_stats
 from robodata.open import open_dataset
+from robot_client.yam_limits import yam_limits
 from training.data import Samples, build_samples
 from training.demos import DEFAULT_CACHE, DemoConfig, ensure_demos, read_manifest
 
@@ -240,7 +244,7 @@ def prepare(dataset_path: Path, out: Path, config: TrainConfig, log: Callable[[s
                                                       progress=False))
     norm = NormalizationConfig(
         state_names=names, action_names=names, action_delta_mask=mask, model_state_dim=cfg.action_dim,
-        model_action_dim=cfg.action_dim, mode="quantile", epsilon="openpi", action_horizon=cfg.action_horizon,
+        model_action_dim=cfg.action_dim, mode=NormMode.QUANTILE, epsilon="openpi", action_horizon=cfg.action_horizon,
         joint_limits=yam_limits(names),
         # The grippers never move in these demos and joints 5-6 stay at 0: their spread is ~0. "zero" pins
         # them to 0 in model space and emits their constant value, instead of dividing by ~0.
@@ -257,9 +261,10 @@ def prepare(dataset_path: Path, out: Path, config: TrainConfig, log: Callable[[s
     tokenizer = PromptTokenizer.from_bytes(tok_bytes, model_vocab_size=cfg.vocab_size)
     fps = open_dataset(dataset_path).info.fps
     policy_config = Pi05PolicyConfig(cameras=dict(CAMERAS), normalization=norm, control_fps=float(fps))
+    transform = Pi05InputTransform.from_policy_config(cfg, policy_config, tokenizer, pipeline)
     full = open_dataset(dataset_path)
-    train = build_samples(full, train_eps, pipeline, tokenizer, cfg, dict(CAMERAS), scene_seeds)
-    held = build_samples(full, held_eps, pipeline, tokenizer, cfg, dict(CAMERAS), scene_seeds)
+    train = build_samples(full, train_eps, transform, scene_seeds)
+    held = build_samples(full, held_eps, transform, scene_seeds)
     return Prepared(cfg, norm, pipeline, stats, tok_bytes, tokenizer, policy_config, train, held, train_eps, held_eps,
                     prompts)
 
@@ -514,7 +519,9 @@ def train(dataset_path: Path, out: Path, config: TrainConfig, log: Callable[[str
 
 
 def check_served(out: Path, model: Pi05Model, prep: Prepared) -> dict[str, Any]:
-    """Load the checkpoint as the server does and compare one held-out request with training's own path."""
+    """Load the checkpoint as the server does and compare one held-out request with training's own path: the
+    model inputs tensor for tensor (the server's transform is rebuilt from the written checkpoint: cameras,
+    tokenizer, stats), then the actions."""
     from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
     from policy_server.validate import ObservationInput
 
@@ -529,14 +536,18 @@ def check_served(out: Path, model: Pi05Model, prep: Prepared) -> dict[str, Any]:
             image_timestamps={}, state=samples.states[i], prompt=samples.prompts[i], timestamp=0.0,
             episode_index=0, step_index=0,
         )
+        trained_inputs = samples.inputs([i])
+        mismatch = inputs_difference(policy.transform(obs).inputs, trained_inputs)
+        if mismatch is not None:
+            raise RuntimeError(f"the server's model inputs differ from training's: {mismatch}")
         served = policy.infer(obs, noise_seed=7).actions
         model.eval()
-        normalized = model.sample_actions(samples.inputs([i]), seed=7)[0].numpy()
+        normalized = model.sample_actions(trained_inputs, seed=7)[0].numpy()
         ours, _ = prep.pipeline.finish(normalized, samples.states[i])
         diff = float(np.abs(served - ours).max())
         if diff > 1e-4:
             raise RuntimeError(f"served actions differ from training's path by {diff:.3g} (preprocessing mismatch)")
-        return {"normalization_digest": prep.pipeline.digest(), "max_action_diff": diff,
+        return {"normalization_digest": prep.pipeline.digest(), "inputs_equal": True, "max_action_diff": diff,
                 "weight_hash": policy.load_report.weight_hash}
     finally:
         policy.close()

@@ -40,8 +40,8 @@ from replay.arm_replay.report import ReportInputs, write_report
 from replay.arm_replay.run import ReplayOptions, ReplayTrace, run_replay
 from robodata.dataset import DatasetError
 from robodata.open import open_dataset
+from robot_client.backends import RigOptions, get_backend
 from robot_client.config import RobotConfig, RobotConfigError, load_robot_config
-from robot_client.control_loop import WallClock
 from robot_client.rig import Rig, RigError
 from robot_client.robot import RobotError
 from robot_client.safety import EStop, FirstActionError
@@ -52,20 +52,16 @@ EXIT_TRACKING = 1
 EXIT_REFUSED = 2
 DEFAULT_OUT = Path("replay_out")
 START_CHOICES = ("episode", "home")
+# The robot backends behind `replay sim` and `replay real`.
+SIM_BACKEND = "sim"
+REAL_BACKEND = "yam"
 
 RigFactory = Callable[[RobotConfig], Rig]
 
 
 def build_real_rig(config: RobotConfig) -> Rig:
-    """The real arms over CAN (connected, not enabled), without cameras: a replay needs none.
-
-    build_yam_rig always builds a CameraRig, which refuses an empty camera list, so the camera-less rig is
-    assembled here from the same driver and clock."""
-    from robot_client.yam.driver import YamRobot
-
-    robot = YamRobot(config)
-    robot.connect()
-    return Rig(robot=robot, clock=WallClock(), capture_images=dict, camera_names=(), _closers=[robot.close])
+    """The real arms over CAN (connected, not enabled), without cameras: a replay needs none."""
+    return get_backend(REAL_BACKEND).build(config, (), RigOptions())
 
 
 # ---- arguments ---------------------------------------------------------------------------------------------
@@ -182,14 +178,13 @@ def replay_sim(args: argparse.Namespace, out: TextIO) -> int:
 def build_replay_sim_rig(config: RobotConfig, plan: ReplayPlan, *, start: str = "episode", seed: int = 0,
                          pace: float | None = None) -> Rig:
     """The MuJoCo rig (no cameras), its arms at the episode's first state (or home) and enabled."""
-    from robot_client.rig import build_sim_rig
     from robot_client.sim.robot import SimRobot
 
     if start not in START_CHOICES:
         raise ReplayError(f"--start must be one of {START_CHOICES}, got {start!r}")
     if pace is not None and not pace > 0:
         raise ReplayError(f"--pace must be > 0, got {pace}")
-    rig = build_sim_rig(config, [], seed=seed, pace=pace)
+    rig = get_backend(SIM_BACKEND).build(config, (), RigOptions(seed=seed, pace=pace))
     try:
         robot = rig.robot
         if not isinstance(robot, SimRobot):

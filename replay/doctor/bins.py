@@ -5,7 +5,8 @@ Why: Pi0.5 sees the robot state only as one discrete token per dim (the normaliz
 of bins and the model is effectively blind to it; when they are narrower, many frames clip to bin 0 or 255
 and lose their value. Both are invisible in the normalized floats and obvious in the bins. The normalization
 and the discretization are the normalization module's own (`NormalizationPipeline.normalize_states`,
-`numeric.discretize_state`), so the bins are the ones the server puts into the prompt.
+`numeric.discretize_state`) at the precision the server runs them (`served_bins`), so the bins are exactly the
+ones the server puts into the prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from policy_norm.pipeline import NormalizationPipeline
 from replay.doctor.findings import Finding
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,20 @@ class BinCoverage:
     dims: tuple[DimCoverage, ...]
 
 
+def served_bins(pipeline: NormalizationPipeline, states: F64) -> tuple[I64, Bools, Bools]:
+    """The prompt bins `pipeline.prepare` gives each state row [N, state_dim] on the server, and which normalized
+    values fall below -1 / above +1 (clipped to bin 0 / saturated at the top bin).
+
+    The server's roundings, at array speed: the state arrives as float32 (the wire's dtype) and the normalize
+    step hands float32 to the discretization. Rounded the same way here, a value cannot land on the other side
+    of a bin edge than on the server (a float64 path can). `prepare` itself is not called per frame: it builds a
+    report for each (~0.2 ms), minutes over a large dataset, and a strict pipeline would refuse the very frames
+    this counts."""
+    wire = np.asarray(states, dtype=np.float32)
+    normalized = pipeline.normalize_states(wire).astype(np.float32)
+    return discretize_state(normalized, pipeline.config.state_bins)
+
+
 def bin_coverage(pipeline: NormalizationPipeline, states: F64) -> BinCoverage | None:
     """Per state dim: distinct bins over every finite frame, and the fractions clipped at each end.
 
@@ -65,8 +82,7 @@ def bin_coverage(pipeline: NormalizationPipeline, states: F64) -> BinCoverage | 
     if bins == 0:
         return None
     rows = states[np.isfinite(states).all(axis=1)]
-    normalized = pipeline.normalize_states(rows)
-    k, below, above = discretize_state(normalized, bins)
+    k, below, above = served_bins(pipeline, rows)
     nz = pipeline.resolved.state
     dims = []
     for i, name in enumerate(nz.names):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from policy_norm.limits import yam_limit
 from replay.doctor.findings import Finding
 from replay.doctor.raw import DoctorEpisode
 
@@ -21,6 +20,7 @@ from replay.doctor.raw import DoctorEpisode
 from robodata.lag import LagResult as LagResult
 from robodata.lag import estimate_lags as _estimate_lags
 from robodata.lag import lag_ms as lag_ms
+from robot_client.yam_limits import yam_limit
 
 F64 = npt.NDArray[np.float64]
 

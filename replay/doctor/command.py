@@ -19,7 +19,7 @@ import numpy as np
 
 from policy_norm.checkpoint import read_policy_config
 from policy_norm.errors import NormalizationError
-from policy_norm.numeric import MODES
+from policy_norm.modes import MODE_NAMES, NormMode, parse_optional_mode
 from replay.doctor.arms import ArmResult, ArmThresholds, analyze_arms, arm_findings, arm_layout
 from replay.doctor.bins import BinCoverage, BinThresholds, bin_coverage, bin_findings
 from replay.doctor.checks import (
@@ -61,7 +61,7 @@ def exit_code(findings: list[Finding]) -> int:
 class DoctorOptions:
     checkpoint: Path | None = None
     out: Path | None = None
-    mode: str | None = None
+    mode: NormMode | None = None
     delta_mask: tuple[bool, ...] | None = None
     action_horizon: int | None = None
     asset_id: str | None = None
@@ -196,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="openpi or LeRobot checkpoint dir (norm_stats.json / processor safetensors, and "
                              "policy_config.json when present)")
     parser.add_argument("--out", type=Path, default=None, help="write report.md, findings.json and plots/ here")
-    parser.add_argument("--mode", choices=MODES, default=None,
+    parser.add_argument("--mode", choices=MODE_NAMES, default=None,
                         help="normalization mode when the checkpoint has no policy_config.json and does not record it")
     parser.add_argument("--delta-mask", type=parse_delta_mask, default=None,
                         help="action delta mask (e.g. 6,-1,6,-1) when the checkpoint has no policy_config.json")
@@ -245,7 +245,7 @@ def run(ds: Dataset, args: argparse.Namespace, out: TextIO) -> int:
     options = DoctorOptions(
         checkpoint=args.checkpoint,
         out=args.out,
-        mode=args.mode,
+        mode=parse_optional_mode(args.mode, "--mode"),
         delta_mask=args.delta_mask,
         action_horizon=args.action_horizon,
         asset_id=args.asset_id,

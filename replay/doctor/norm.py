@@ -16,6 +16,7 @@ from policy_norm.checkpoint import POLICY_CONFIG_FILE, load_checkpoint_normaliza
 from policy_norm.config import NormalizationConfig
 from policy_norm.datacheck import DataCheckResult, DataCheckThresholds, check_data
 from policy_norm.errors import NormalizationError
+from policy_norm.modes import NormMode
 from policy_norm.pipeline import NormalizationPipeline
 from policy_norm.selftest import round_trip_selftest
 from replay.doctor.findings import Finding
@@ -28,7 +29,7 @@ class CheckpointRequest:
     """The checkpoint dir, plus what to assume where it has no policy_config.json."""
 
     checkpoint: Path
-    mode: str | None = None
+    mode: NormMode | None = None
     delta_mask: tuple[bool, ...] | None = None
     action_horizon: int | None = None
     asset_id: str | None = None

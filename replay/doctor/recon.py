@@ -144,7 +144,8 @@ def _align(ds: Dataset, source: ChunkSource, findings: list[Finding]) -> Alignme
         missing = list(alignment.missing_cameras)
         findings.append(Finding("warning", "reconstruction_camera_missing", f"cameras {missing}",
                                 f"the policy's camera(s) {missing} are not in the dataset ({list(info.camera_names)}); "
-                                f"their slots get no image, so the errors are not representative"))
+                                f"a policy that requires them refuses the frames (as its server would), one that "
+                                f"does not gets no image in their slots, so the errors are not representative"))
     return alignment
 
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # the backend is chosen before pyplot is import
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.modes import NormMode
 from replay.doctor.arms import ArmResult
 from replay.doctor.bins import BinCoverage
 from replay.doctor.checks import LagResult, lag_ms
@@ -92,7 +93,7 @@ def plot_normalized(norm: NormSection, path: Path) -> Path:
         metrics = norm.data.metrics.get(feature, ())
         names = norm.pipeline.resolved.state.names if feature == "state" else norm.pipeline.resolved.actions.names
         y = np.arange(len(metrics))
-        if norm.pipeline.mode == "zscore":
+        if norm.pipeline.mode == NormMode.ZSCORE:
             lo = [m.n_mean - m.n_std for m in metrics]
             hi = [m.n_mean + m.n_std for m in metrics]
             band = "mean +/- std"

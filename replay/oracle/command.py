@@ -129,8 +129,9 @@ def _alignment_notes(alignment: Alignment, source: str) -> list[str]:
         if match.positional:
             notes.append(f"the policy's {what} names differ from the dataset's; matched by position")
     if alignment.missing_cameras:
-        notes.append(f"{source} expects camera(s) {list(alignment.missing_cameras)} that the dataset lacks; those "
-                     f"slots get no image, so the errors are not representative")
+        notes.append(f"{source} expects camera(s) {list(alignment.missing_cameras)} that the dataset lacks; frames "
+                     f"are sent without them and validated as the server validates them (a required camera refuses "
+                     f"the frame; an optional one leaves its slot masked), so the errors are not representative")
     return notes
 
 

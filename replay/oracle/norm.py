@@ -25,6 +25,8 @@ import numpy.typing as npt
 
 from policy_norm.config import NormalizationConfig
 from policy_norm.errors import NormalizationError
+from policy_norm.modes import NormMode
+from policy_norm.numeric import MODE_FORMULAS
 from policy_norm.pipeline import NormalizationPipeline
 from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from protos import policy_pb2 as pb
@@ -59,7 +61,7 @@ class NormalizedView:
 
 def view_from_pipeline(pipeline: NormalizationPipeline, where: str) -> tuple[NormalizedView | None, str]:
     """The checkpoint's own pipeline (an identity pipeline gives no normalized view)."""
-    if pipeline.mode == "identity":
+    if pipeline.mode == NormMode.IDENTITY:
         return None, f"{where} normalizes in identity mode: raw units only"
     cfg = pipeline.config
     deltas = [n for n, m in zip(cfg.action_names, cfg.action_delta_mask, strict=True) if m]
@@ -79,17 +81,16 @@ def _placeholder(dim: int) -> dict[str, list[float]]:
     return {"mean": [0.0] * dim, "std": [1.0] * dim, "q01": [-1.0] * dim, "q99": [1.0] * dim}
 
 
-def _mode_for(declared: str, actions: dict[str, list[float]]) -> tuple[str | None, str]:
+def _mode_for(declared: str, actions: dict[str, list[float]]) -> tuple[NormMode | None, str]:
     """The mode to view in, and what to say about it (None: no stats to normalize with)."""
-    if declared in ("quantile", "zscore"):
-        return declared, f"mode {declared}"
+    if declared in (NormMode.QUANTILE, NormMode.ZSCORE):
+        return NormMode(declared), f"mode {declared}"
+    said = f"the policy declares mode '{declared or NormMode.IDENTITY}'"
     if "q01" in actions and "q99" in actions:
-        return "quantile", f"the policy declares mode '{declared or 'identity'}' but carries q01/q99: viewed in " \
-                           f"quantile mode with them"
+        return NormMode.QUANTILE, f"{said} but carries q01/q99: viewed in quantile mode with them"
     if "mean" in actions and "std" in actions:
-        return "zscore", f"the policy declares mode '{declared or 'identity'}' but carries mean/std: viewed in " \
-                         f"z-score mode with them"
-    return None, f"the policy declares mode '{declared or 'identity'}' and carries no action stats: raw units only"
+        return NormMode.ZSCORE, f"{said} but carries mean/std: viewed in z-score mode with them"
+    return None, f"{said} and carries no action stats: raw units only"
 
 
 def view_from_metadata(md: pb.PolicyMetadata, where: str) -> tuple[NormalizedView | None, str]:
@@ -102,7 +103,7 @@ def view_from_metadata(md: pb.PolicyMetadata, where: str) -> tuple[NormalizedVie
     if mode is None:
         return None, f"{where}: {how}"
     state = _feature(md.norm_stats.state)
-    needs = ("q01", "q99") if mode == "quantile" else ("mean", "std")
+    needs = MODE_FORMULAS[mode].stats or ()
     if not all(k in state and len(state[k]) == len(state_names) for k in needs):
         state = _placeholder(len(state_names))
     mask = tuple(md.action_delta_mask) or (False,) * len(action_names)

@@ -2,8 +2,10 @@
 
 Why two sources behind one interface: the server path checks the whole deploy path (wire, validation,
 server-side normalization) exactly as the robot client calls it (`GrpcPolicy`, which also resizes images to
-the server's camera sizes); the local path needs no server and runs `Pi05Policy.infer` in-process, with the
-images resized to the policy's camera size the way the client would. The doctor and the oracle both ask these
+the server's camera sizes); the local path needs no server and hands the same request to the server's own
+request handling in-process (`InferenceCore`: validation against the policy's spec, then `Pi05Policy`), with
+the images fitted to the model's size by the policy's input transform, as the client would fit them. A frame
+the server would refuse is refused here with the same field and message. The doctor and the oracle both ask these
 sources, so a policy is asked the same way whichever tool reports on it. Heavy imports (gRPC, torch) happen
 only when a source is built, so data-only tools stay fast.
 
@@ -89,6 +91,19 @@ def answer_one_by_one(infer: Callable[[FrameObservation], tuple[F32, list[str]]]
     return answers
 
 
+def request_dict(obs: FrameObservation, noise_seed: int | None,
+                 images: Mapping[str, U8] | None = None) -> dict[str, Any]:
+    """`obs` in the client dict convention (`protos.dicts`), as both sources send it; `images` replaces its
+    images (fitted ones)."""
+    request: dict[str, Any] = {
+        "state": obs.state, "images": dict(obs.images if images is None else images), "prompt": obs.prompt,
+        "timestamp": obs.timestamp, "episode_index": obs.episode_index, "step_index": obs.step_index,
+    }
+    if noise_seed is not None:
+        request["noise_seed"] = noise_seed
+    return request
+
+
 class ServerSource:
     """A policy server at HOST:PORT, called through the robot client's GrpcPolicy (streaming by default)."""
 
@@ -111,12 +126,7 @@ class ServerSource:
     def infer(self, obs: FrameObservation) -> tuple[F32, list[str]]:
         from protos.dicts import response_to_dict
 
-        request: dict[str, Any] = {
-            "state": obs.state, "images": dict(obs.images), "prompt": obs.prompt, "timestamp": obs.timestamp,
-            "episode_index": obs.episode_index, "step_index": obs.step_index,
-        }
-        if self._noise_seed is not None:
-            request["noise_seed"] = self._noise_seed
+        request = request_dict(obs, self._noise_seed)
         # build_request + infer_request is GrpcPolicy.infer without its per-warning log line: callers count the
         # warnings (a padded chunk at every episode end is expected) instead of printing each one.
         response = response_to_dict(self._client.infer_request(self._client.build_request(request)))
@@ -135,39 +145,37 @@ class ServerSource:
 
 
 class LocalModelSource:
-    """A Pi0.5 checkpoint loaded in this process (`Pi05Policy`)."""
+    """A Pi0.5 checkpoint loaded in this process (`Pi05Policy`), asked through the server's request handling
+    (`InferenceCore`): each request is validated against the policy's spec exactly as a served one is."""
 
     def __init__(self, checkpoint: Path, noise_seed: int | None, device: str = "cpu") -> None:
+        from policy_server.core import InferenceCore
         from policy_server.pi05_policy import Pi05Policy, Pi05ServeOptions
+        from policy_server.server import DEFAULT_MAX_REQUEST_BYTES
 
         self._policy = Pi05Policy(Pi05ServeOptions(checkpoint=checkpoint, device=device, warmup=False))
+        self._core = InferenceCore(self._policy, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES)
         spec = self._policy.spec
         self.checkpoint = checkpoint
         self.description = f"local model {checkpoint} ({spec.model_id}, {device})"
         self.state_names = tuple(spec.state_names)
         self.action_names = tuple(spec.action_names)
         self.cameras = tuple(c.name for c in spec.cameras)
-        self._sizes = {c.name: (c.height, c.width) for c in spec.cameras}
-        self._resize = spec.preprocessing.image_resize or "resize_with_pad"
         self._noise_seed = noise_seed
 
-    def _image(self, name: str, rgb: U8) -> U8:
-        """The client's preprocessing (GrpcPolicy.prepare_images): resize to the policy's size when it differs."""
-        from policy_norm.image_fit import fit_image
-
-        target = self._sizes.get(name)
-        return rgb if target is None else fit_image(rgb, target[0], target[1], self._resize)
+    def _images(self, images: Mapping[str, U8]) -> dict[str, U8]:
+        """The client's preprocessing: the policy's cameras fitted to the model's size by its input transform
+        (`fit_image` with the policy's method); other cameras are sent as they are, for validation to judge."""
+        transform = self._policy.transform
+        return {name: transform.fit(rgb, name) if name in transform.cameras else rgb for name, rgb in images.items()}
 
     def infer(self, obs: FrameObservation) -> tuple[F32, list[str]]:
-        from policy_server.validate import ObservationInput
+        """Raises protos.codec.WireError naming the field for a frame the server would refuse."""
+        from protos.dicts import request_from_dict, response_to_dict
 
-        observation = ObservationInput(
-            images={name: self._image(name, rgb) for name, rgb in obs.images.items()}, image_timestamps={},
-            state=obs.state, prompt=obs.prompt, timestamp=obs.timestamp, episode_index=obs.episode_index,
-            step_index=obs.step_index,
-        )
-        out = self._policy.infer(observation, noise_seed=self._noise_seed)
-        return np.asarray(out.actions, dtype=np.float32), [w.code for w in out.warnings]
+        request = request_from_dict(request_dict(obs, self._noise_seed, self._images(obs.images)))
+        response = response_to_dict(self._core.infer(request))
+        return np.asarray(response["actions"], dtype=np.float32), [str(w["code"]) for w in response["warnings"]]
 
     def infer_batch(self, batch: Sequence[FrameObservation]) -> list[ChunkAnswer]:
         return answer_one_by_one(self.infer, batch)
@@ -178,6 +186,7 @@ class LocalModelSource:
         return view_from_pipeline(self._policy.pipeline, f"checkpoint {self.checkpoint}")
 
     def close(self) -> None:
+        self._core.close()
         self._policy.close()
 
 

@@ -8,7 +8,6 @@ from robot_client.cameras.base import Camera, Clock
 from robot_client.cameras.devices import ResolvedDevice, available_video_devices, find_by_serial, resolve_device
 from robot_client.cameras.frame import CameraError, CameraFrame, StaleFrameError, U8Image
 from robot_client.cameras.image_ops import (
-    ResizeMode,
     ResizeSpec,
     bgr_to_rgb,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "FrameProducer",
     "FrameSourceCamera",
     "OpenCVCamera",
-    "ResizeMode",
     "ResizeSpec",
     "ResolvedDevice",
     "RigFrames",

@@ -1,21 +1,19 @@
 """Pixel operations between the sensor and the policy: colour order, and fitting inside the camera.
 
-The fitting functions themselves live in `policy_norm.image_fit` (shared with the server and the tools); this
-module only adds the BGR->RGB swap and the camera-side `ResizeSpec`.
+The fitting itself is `policy_norm.image_fit.fit_image` (shared with the policy client, the server and the tools);
+this module only adds the BGR->RGB swap and the camera-side `ResizeSpec`, which names its method with the same
+words as a policy's metadata (`RESIZE_METHODS`), so a camera and a policy that fit "the same way" say so alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
-from policy_norm.image_fit import resize_with_center_crop, resize_with_pad
+from policy_norm.image_fit import DEFAULT_RESIZE_METHOD, check_resize_method, fit_image
 from robot_client.cameras.frame import U8Image
-
-ResizeMode = Literal["pad", "crop"]
 
 
 def bgr_to_rgb(bgr: U8Image) -> U8Image:
@@ -30,19 +28,19 @@ def bgr_to_rgb(bgr: U8Image) -> U8Image:
 
 @dataclass(frozen=True)
 class ResizeSpec:
-    """Fit frames to the policy's input size inside the camera, so the control loop only sees final images."""
+    """Fit frames to the policy's input size inside the camera, so the control loop only sees final images.
+
+    `method` is one of `policy_norm.image_fit.RESIZE_METHODS`, as a policy's metadata names it.
+    """
 
     height: int
     width: int
-    mode: ResizeMode = "pad"
+    method: str = DEFAULT_RESIZE_METHOD
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
             raise ValueError(f"resize size must be positive, got {self.height}x{self.width}")
-        if self.mode not in ("pad", "crop"):
-            raise ValueError(f"resize mode must be 'pad' or 'crop', got {self.mode!r}")
+        check_resize_method(self.method, "resize method")
 
     def apply(self, image: U8Image) -> U8Image:
-        if self.mode == "pad":
-            return resize_with_pad(image, self.height, self.width)
-        return resize_with_center_crop(image, self.height, self.width)
+        return fit_image(image, self.height, self.width, self.method)
