@@ -437,7 +437,7 @@ def check_data(
                 state_check.add("warning", "state_out_of_bin_range", i,
                                 f"state out of bin range: {m.frac_outside:.1%} of {pipeline.resolved.state.names[i]} "
                                 f"normalizes outside [-1, 1] (1%..99% at [{m.n_lo:+.2f}, {m.n_hi:+.2f}]); their "
-                                f"prompt bins are clipped to 0 or {cfg.state_bins - 1}")
+                                f"prompt bins are -1 or {cfg.state_bins - 1}, whatever the value")
     findings += state_check.findings + action_check.findings
     return DataCheckResult(
         mode=pipeline.mode,

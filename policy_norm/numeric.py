@@ -180,18 +180,25 @@ def bin_edges(bins: int = PI05_STATE_BINS) -> F64:
     return np.linspace(-1.0, 1.0, bins + 1)[:-1]
 
 
+def state_bin_range(bins: int = PI05_STATE_BINS) -> tuple[int, int]:
+    """The prompt bins the trainers can emit: -1 (a value below -1) up to bins - 1 (at or above the top edge)."""
+    return -1, bins - 1
+
+
 def discretize_state(
     normalized: npt.ArrayLike, bins: int = PI05_STATE_BINS
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Pi0.5 state bins k = digitize(s, edges) - 1, clipped into [0, bins - 1].
+    """Pi0.5 state bins exactly as both trainers compute them: k = digitize(s, linspace(-1, 1, bins + 1)[:-1]) - 1.
 
-    openpi leaves k = -1 for s < -1, which is not a valid bin; here it is clipped to 0 and reported.
-    Returns (bins, below, above): `below` marks s < -1 (clipped up to bin 0), `above` marks s > 1 (saturated
-    at the top bin). Both lose information, so callers report them.
+    Nothing is clipped (openpi's `PaligemmaTokenizer.tokenize` and LeRobot's
+    `Pi05PrepareStateTokenizerProcessorStep` clip nothing either): s < -1 gives k = -1, written into the prompt
+    as the text "-1"; s >= 1 - 2/bins gives the top bin. With quantile stats about 1% of training frames per joint
+    lie below q01, so "-1" is part of what the model saw in training; clipping it to 0 would hand the model a
+    prompt it never saw. Returns (bins, below, above): `below` marks s < -1 (bin -1), `above` marks s > 1 (top
+    bin, sharing it with the values just inside); callers report both, with the value.
     """
     s = np.asarray(normalized, dtype=np.float64)
-    raw = np.digitize(s, bin_edges(bins)) - 1
+    k = (np.digitize(s, bin_edges(bins)) - 1).astype(np.int64)
     below = s < -1.0
     above = s > 1.0
-    k = np.clip(raw, 0, bins - 1).astype(np.int64)
     return k, below, above

@@ -34,6 +34,7 @@ from policy_norm.resolve import DegenerateDim, ResolvedNormalization, resolve
 from policy_norm.spec import NormStatsSpec
 from policy_norm.stats import NormStats
 from policy_norm.steps import (
+    STATE_BIN_OUT_OF_RANGE,
     AbsoluteToDelta,
     Clips,
     DeltaToAbsolute,
@@ -58,7 +59,8 @@ I64 = npt.NDArray[np.int64]
 
 # Warning codes a strict pipeline turns into NormRangeError.
 STRICT_CODES = frozenset(
-    {"state_out_of_range", "state_bin_clipped", "action_out_of_range", "padded_output_nonzero", "action_limit_clipped"}
+    {"state_out_of_range", "state_bin_out_of_range", "action_out_of_range", "padded_output_nonzero",
+     "action_limit_clipped"}
 )
 
 
@@ -67,7 +69,8 @@ class NormalizedInputs:
     """What `prepare` hands the model.
 
     state: normalized and zero-padded, float32 [model_state_dim]. state_bins: Pi0.5 prompt bins, int64
-    [state_dim] in [0, bins-1] (None when state_bins = 0). normalized_state: float32 [state_dim], unpadded.
+    [state_dim] in [-1, bins-1] as the trainers bin them (None when state_bins = 0). normalized_state: float32
+    [state_dim], unpadded.
     robot_state: float32 [state_dim], the selected state in robot units; pass it to `finish`.
     """
 
@@ -205,7 +208,7 @@ class NormalizationPipeline:
             mode=self.mode,
             steps=records,
             state=dims,
-            state_bins_clipped=int(clipped.sum()),
+            state_bins_out_of_range=int(data.flag_counts(self.config.state_dim, STATE_BIN_OUT_OF_RANGE).sum()),
             warnings=warnings,
         )
         self._enforce_strict(report)

@@ -62,7 +62,7 @@ class NormReport:
     steps: tuple[StepRecord, ...] = ()
     state: tuple[DimensionSummary, ...] = ()
     actions: tuple[DimensionSummary, ...] = ()
-    state_bins_clipped: int = 0
+    state_bins_out_of_range: int = 0
     warnings: tuple[NormWarning, ...] = ()
 
     @property
@@ -84,7 +84,7 @@ class NormReport:
             steps=self.steps + other.steps,
             state=self.state or other.state,
             actions=self.actions or other.actions,
-            state_bins_clipped=self.state_bins_clipped + other.state_bins_clipped,
+            state_bins_out_of_range=self.state_bins_out_of_range + other.state_bins_out_of_range,
             warnings=self.warnings + other.warnings,
         )
 
@@ -93,7 +93,7 @@ class NormReport:
             mode=self.mode,
             state=[d.to_proto() for d in self.state],
             actions=[d.to_proto() for d in self.actions],
-            state_bins_clipped=self.state_bins_clipped,
+            state_bins_out_of_range=self.state_bins_out_of_range,
             steps=list(self.step_names),
         )
 

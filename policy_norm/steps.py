@@ -24,7 +24,7 @@ from policy_norm.deltas import absolute_to_delta, delta_to_absolute
 from policy_norm.errors import StepError
 from policy_norm.finite import first_non_finite
 from policy_norm.modes import NormMode
-from policy_norm.numeric import discretize_state
+from policy_norm.numeric import discretize_state, state_bin_range
 from policy_norm.report import StepRecord
 from policy_norm.resolve import FeatureNormalizer
 
@@ -56,17 +56,25 @@ def check_array(
     return value
 
 
+# The warning a state value outside [-1, 1] raises: its prompt bin is -1 or the top bin, as in training.
+STATE_BIN_OUT_OF_RANGE = "state_bin_out_of_range"
+
+
 @dataclass(frozen=True)
 class Clips:
-    """What one clipping step clipped, per dim: counts, and for each clipped dim a note saying how (for warnings).
+    """What one step clipped (or only flagged), per dim: counts, and for each such dim a note saying how (for
+    warnings).
 
-    `code` is the warning a clipped dim raises; `notes[i]` is '' where dim i was not clipped.
+    `code` is the warning a flagged dim raises; `notes[i]` is '' where dim i was not flagged. `altered` is False
+    for a step that flags values without changing them (the state bins: out-of-range values keep the trainers'
+    bins), so they are reported but not counted as clipped.
     """
 
     step: str
     code: str
     counts: I64
     notes: tuple[str, ...]
+    altered: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,16 @@ class StepData:
         """Per dim, the values clipped by all clipping steps together (zeros when none ran)."""
         total = np.zeros(dim, dtype=np.int64)
         for c in self.clips:
-            total += c.counts
+            if c.altered:
+                total += c.counts
+        return total
+
+    def flag_counts(self, dim: int, code: str) -> I64:
+        """Per dim, the values flagged with warning `code` (clipped or not)."""
+        total = np.zeros(dim, dtype=np.int64)
+        for c in self.clips:
+            if c.code == code:
+                total += c.counts
         return total
 
 
@@ -177,9 +194,11 @@ class Normalize:
 
 @dataclass(frozen=True)
 class DiscretizeState:
-    """Pi0.5's prompt bins of the normalized state; out-of-range values are clipped into [0, bins-1] and counted.
+    """Pi0.5's prompt bins of the normalized state, exactly as the trainers compute them (nothing clipped).
 
-    The bins go to the data's `state_bins`; the values pass on unchanged (the model also takes them, padded)."""
+    A value below -1 gets bin -1 and one above 1 the top bin, as in training; both are flagged per dim so the
+    report names the joint and its value. The bins go to the data's `state_bins`; the values pass on unchanged
+    (the model also takes them, padded)."""
 
     bins: int
     names: tuple[str, ...]
@@ -192,22 +211,22 @@ class DiscretizeState:
                 self.name, "disabled (state_bins = 0): the model takes no discrete state"
             )
         k, below, above = discretize_state(arr, self.bins)
-        if k.min() < 0 or k.max() > self.bins - 1:
-            raise StepError(
-                f"{self.name}: bins outside [0, {self.bins - 1}] after clipping (min {k.min()}, max {k.max()})"
-            )
-        clipped = below | above
+        lowest, highest = state_bin_range(self.bins)
+        if k.min() < lowest or k.max() > highest:
+            raise StepError(f"{self.name}: bins outside [{lowest}, {highest}] (min {k.min()}, max {k.max()})")
+        outside = below | above
         note = f"{self.bins} bins over [-1, 1]"
-        if clipped.any():
-            which = [self.names[i] for i in np.flatnonzero(clipped)]
-            note += f"; {int(below.sum())} value(s) below -1 clipped to bin 0, {int(above.sum())} above 1 " \
-                    f"saturated at bin {self.bins - 1}: {which}"
+        if outside.any():
+            which = [self.names[i] for i in np.flatnonzero(outside)]
+            note += f"; {int(below.sum())} value(s) below -1 in bin -1, {int(above.sum())} above 1 in the top " \
+                    f"bin {highest} (as the trainers bin them): {which}"
         notes = tuple(
-            ("its prompt bin is clipped to 0" if below[i] else "its prompt bin saturates at the top") if c else ""
-            for i, c in enumerate(clipped)
+            ("its prompt bin is -1 (below the first bin, as in training)" if below[i]
+             else f"its prompt bin is the top bin {highest}") if flagged else ""
+            for i, flagged in enumerate(outside)
         )
-        clips = Clips(self.name, "state_bin_clipped", clipped.astype(np.int64), notes)
-        return replace(data, state_bins=k, clips=(*data.clips, clips)), StepRecord(
+        flags = Clips(self.name, STATE_BIN_OUT_OF_RANGE, outside.astype(np.int64), notes, altered=False)
+        return replace(data, state_bins=k, clips=(*data.clips, flags)), StepRecord(
             self.name, note, {"below": int(below.sum()), "above": int(above.sum())}
         )
 

@@ -8,7 +8,8 @@ what to do, instead of producing plausible-looking but wrong token ids.
 Formats (as in openpi's PaliGemma tokenizer):
 
 * Pi0.5: ``f"Task: {text}, State: {bins};\\nAction: "`` encoded with BOS first, where ``text`` is the stripped
-  prompt with ``_`` and ``\\n`` replaced by spaces (case kept) and ``bins`` the discretized state, 0..255 each.
+  prompt with ``_`` and ``\\n`` replaced by spaces (case kept) and ``bins`` the discretized state, -1..255 each
+  (-1 for a normalized value below -1: both trainers write it so, and so does this tokenizer).
 * Pi0: BOS + tokens of ``text`` + tokens of ``"\\n"``; no state.
 
 Both are right-padded with the pad id (0) and a False mask to ``max_len``. A longer prompt is cut to its first
@@ -34,11 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import sentencepiece as spm
 
+from policy_norm.numeric import PI05_STATE_BINS, state_bin_range
+
 PALIGEMMA_VOCAB_SIZE = 257152
 PALIGEMMA_TOKENIZER_URL = "gs://big_vision/paligemma_tokenizer.model"
 PI05_MAX_LEN = 200
 PI0_MAX_LEN = 48
-STATE_BIN_MAX = 255
+STATE_BIN_MIN, STATE_BIN_MAX = state_bin_range(PI05_STATE_BINS)  # -1 .. 255: what the trainers emit
 
 # Relative to the checkpoint directory, in search order. Globs are expanded in sorted order.
 TOKENIZER_SEARCH_PATHS: tuple[str, ...] = (
@@ -95,17 +98,20 @@ def clean_task_text(task: str) -> str:
 
 
 def _check_state_bins(state_bins: Sequence[int] | npt.NDArray[np.integer[Any]]) -> list[int]:
-    """Return the bins as Python ints, refusing anything that is not an integer in [0, 255].
+    """Return the bins as Python ints, refusing anything the trainers cannot emit: an integer outside [-1, 255].
 
-    Bools and floats are refused even when they look integral: they mean discretization was skipped upstream.
+    -1 is what openpi and LeRobot write for a normalized value below -1, so it is accepted; -2 or 256 cannot come
+    out of their binning. Bools and floats are refused even when they look integral: they mean discretization was
+    skipped upstream.
     """
     bins: list[int] = []
     for i, k in enumerate(state_bins):
         is_int = isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_)
-        if not is_int or not 0 <= int(k) <= STATE_BIN_MAX:
+        if not is_int or not STATE_BIN_MIN <= int(k) <= STATE_BIN_MAX:
             raise TokenizerError(
                 f"state_bins[{i}] = {k!r} ({type(k).__name__}): every state bin must be an integer in "
-                f"[0, {STATE_BIN_MAX}]; discretize the normalized state into 256 bins before tokenizing"
+                f"[{STATE_BIN_MIN}, {STATE_BIN_MAX}] (digitize(s, linspace(-1, 1, 257)[:-1]) - 1 of the normalized "
+                f"state, as the trainers compute it) before tokenizing"
             )
         bins.append(int(k))
     return bins
@@ -256,7 +262,7 @@ class PromptTokenizer:
 
     @staticmethod
     def build_pi05_prompt(task: str, state_bins: Sequence[int] | npt.NDArray[np.integer[Any]]) -> str:
-        """The exact Pi0.5 prompt string; `state_bins` are the discretized state, integers in [0, 255]."""
+        """The exact Pi0.5 prompt string; `state_bins` are the discretized state, integers in [-1, 255]."""
         bins = _check_state_bins(state_bins)
         return f"Task: {clean_task_text(task)}, State: {' '.join(str(k) for k in bins)};\nAction: "
 

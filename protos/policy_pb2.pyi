@@ -451,12 +451,14 @@ class NormReport(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
-    STATE_BINS_CLIPPED_FIELD_NUMBER: _builtins.int
+    STATE_BINS_OUT_OF_RANGE_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
     """"quantile", "zscore" or "identity". "identity" means the policy did no normalization at all and says so."""
-    state_bins_clipped: _builtins.int
-    """Number of state values whose discretization bin had to be clipped into [0, 255]."""
+    state_bins_out_of_range: _builtins.int
+    """Number of state values outside [-1, 1]: their prompt bin is -1 (below) or the top bin (above), exactly as
+    the trainers bin them; each is also named in a warning.
+    """
     @_builtins.property
     def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___DimensionReport]: ...
     @_builtins.property
@@ -471,12 +473,12 @@ class NormReport(_message.Message):
         mode: _builtins.str = ...,
         state: _abc.Iterable[Global___DimensionReport] | None = ...,
         actions: _abc.Iterable[Global___DimensionReport] | None = ...,
-        state_bins_clipped: _builtins.int = ...,
+        state_bins_out_of_range: _builtins.int = ...,
         steps: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "mode", b"mode", "state", b"state", "state_bins_clipped", b"state_bins_clipped", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "mode", b"mode", "state", b"state", "state_bins_out_of_range", b"state_bins_out_of_range", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

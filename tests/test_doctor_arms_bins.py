@@ -140,12 +140,12 @@ def test_clipped_state_bins_are_reported_once(tmp_path: Path) -> None:
     ckpt = _checkpoint_with_state_range(tmp_path, ds, joint=2, factor=0.8)
     result = run_doctor(open_dataset(ds), DoctorOptions(checkpoint=ckpt, out=tmp_path / "report", plots=True))
     assert [f.where for f in result.findings if f.code == "state_out_of_bin_range"] == ["state[2] (left_joint3)"]
-    assert "state_bins_clipped" not in result.codes()
+    assert "state_bins_out_of_range" not in result.codes()
     assert result.bins is not None
     dim = result.bins.dims[2]
-    assert dim.frac_below + dim.frac_above > 0.05 and dim.lowest == 0 and dim.highest == 255
+    assert dim.frac_below + dim.frac_above > 0.05 and dim.lowest == -1 and dim.highest == 255
     alone = bin_findings(result.bins, BinThresholds())  # nothing reported it yet: the coverage check does
-    assert [f.where for f in alone if f.code == "state_bins_clipped"] == ["state[2] (left_joint3)"]
+    assert [f.where for f in alone if f.code == "state_bins_out_of_range"] == ["state[2] (left_joint3)"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## State bin coverage" in report and "| left_joint3 |" in report
     assert (tmp_path / "report" / "plots" / "state_bins.png").read_bytes()[:4] == b"\x89PNG"

@@ -76,24 +76,26 @@ def test_prepare_outputs_and_report() -> None:
     assert inputs.state_bins is not None and inputs.state_bins.dtype == np.int64
     assert set(inputs.state_bins.tolist()) <= {127, 128}
     assert np.array_equal(inputs.robot_state, state) and inputs.robot_state is not state
-    assert report.step_names == IN_ORDER and report.warnings == () and report.state_bins_clipped == 0
+    assert report.step_names == IN_ORDER and report.warnings == () and report.state_bins_out_of_range == 0
     assert [d.name for d in report.state] == list(NAMES)
     proto = report.to_proto()
     assert isinstance(proto, pb.NormReport) and list(proto.steps) == list(IN_ORDER) and proto.mode == "quantile"
 
 
-def test_state_below_range_is_clipped_to_bin_zero_and_reported() -> None:
+def test_state_below_range_keeps_the_trainers_bin_minus_one_and_is_reported() -> None:
     p = _pipeline()
     state = _mid_state()
     state[3] = LO[3] - 0.5  # left_joint4 well below q01
     inputs, report = p.prepare(state)
-    assert inputs.state_bins is not None and inputs.state_bins[3] == 0  # openpi would emit -1
-    assert report.state_bins_clipped == 1 and report.state[3].clipped_count == 1
+    assert inputs.state_bins is not None and inputs.state_bins[3] == -1  # what openpi and LeRobot emit
+    assert inputs.normalized_state[3] < -1  # the value itself is not altered either
+    assert report.state_bins_out_of_range == 1 and report.state[3].clipped_count == 0
     assert report.state[3].fraction_out_of_range == 1.0 and report.state[3].normalized_min < -1
     (warning,) = report.warnings
     assert warning.code == "state_out_of_range" and warning.field == "observation.state[3] (left_joint4)"
-    assert "clipped to 0" in warning.message
-    assert "1 value(s) below -1 clipped to bin 0" in report.step("discretize_state").note
+    assert "its prompt bin is -1" in warning.message
+    assert f"robot value {LO[3] - 0.5:.4g}" in warning.message
+    assert "1 value(s) below -1 in bin -1" in report.step("discretize_state").note
 
 
 def test_strict_mode_rejects_naming_the_joint() -> None:
@@ -247,7 +249,7 @@ def test_report_merge_and_warnings_proto() -> None:
     merged = in_report.merged(out_report)
     assert merged.step_names == IN_ORDER + OUT_ORDER
     proto = merged.to_proto()
-    assert len(proto.state) == 14 and len(proto.actions) == 14 and proto.state_bins_clipped == 1
+    assert len(proto.state) == 14 and len(proto.actions) == 14 and proto.state_bins_out_of_range == 1
     warnings = merged.warnings_proto()
     assert [(w.code, w.field) for w in warnings] == [
         ("state_out_of_range", "observation.state[0] (left_joint1)"),

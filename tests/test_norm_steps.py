@@ -86,7 +86,7 @@ def test_products_travel_in_the_data_not_in_step_attributes() -> None:
     assert data.state_bins is not None and data.state_bins[0] == 255
     (clips,) = data.clips
     assert clips.step == "discretize_state" and clips.counts.tolist() == [1, 0, 0]
-    assert clips.notes[0] == "its prompt bin saturates at the top"
+    assert clips.notes[0] == "its prompt bin is the top bin 255"
     chunk = np.zeros((4, 6), dtype=np.float32)
     chunk[:, 0] = 1.5  # j1: delta +1.5 from 0.9, past its 0.5 limit (and outside [-1, 1] in model space)
     chunk[:, 2] = 3.0  # gripper far above 1

@@ -43,7 +43,7 @@ def chunk(t: float, image: np.ndarray) -> ChunkRecord:
                        "fraction_out_of_range": 0.5, "clipped_count": 0}],
             "actions": [{"name": "left_joint1", "normalized_min": -0.3, "normalized_max": 0.9,
                          "fraction_out_of_range": 0.0, "clipped_count": 0}],
-            "state_bins_clipped": 0,
+            "state_bins_out_of_range": 0,
         },
     }
     actions = np.full((H, D), 0.1 * t) + 0.01 * np.arange(H)[:, None]

@@ -2,11 +2,11 @@
 
 Why: Pi0.5 sees the robot state only as one discrete token per dim (the normalized value cut into 256 bins over
 [-1, 1]). When the checkpoint's stats are much wider than the data, a joint's whole motion lands in a handful
-of bins and the model is effectively blind to it; when they are narrower, many frames clip to bin 0 or 255
-and lose their value. Both are invisible in the normalized floats and obvious in the bins. The normalization
-and the discretization are the normalization module's own (`NormalizationPipeline.normalize_states`,
-`numeric.discretize_state`) at the precision the server runs them (`served_bins`), so the bins are exactly the
-ones the server puts into the prompt.
+of bins and the model is effectively blind to it; when they are narrower, many frames fall outside [-1, 1] into
+bin -1 or the top bin and lose their value (the trainers bin them so too: nothing is clipped). Both are invisible
+in the normalized floats and obvious in the bins. The normalization and the discretization are the normalization
+module's own (`NormalizationPipeline.normalize_states`, `numeric.discretize_state`) at the precision the server
+runs them (`served_bins`), so the bins are exactly the ones the server puts into the prompt.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ Bools = npt.NDArray[np.bool_]
 class BinThresholds:
     """min_bins: warn when a dim's states occupy fewer distinct bins than this while the raw data has at least
     as many distinct values (a truly discrete dim, like a binary gripper, is not information lost by binning).
-    clip_fraction: warn when more than this fraction of a dim's frames clip to bin 0 or the top bin."""
+    clip_fraction: warn when more than this fraction of a dim's frames fall outside [-1, 1] (bin -1 or the top
+    bin)."""
 
     min_bins: int = 16
     clip_fraction: float = 0.05
@@ -43,8 +44,8 @@ class DimCoverage:
     bins_used: int
     lowest: int
     highest: int
-    frac_below: float  # normalized < -1: clipped up to bin 0
-    frac_above: float  # normalized > +1: saturated at the top bin
+    frac_below: float  # normalized < -1: bin -1
+    frac_above: float  # normalized > +1: the top bin
     raw_distinct: int
     skipped: str  # "" or why the dim is not judged ("degenerate in the stats")
 
@@ -62,7 +63,7 @@ class BinCoverage:
 
 def served_bins(pipeline: NormalizationPipeline, states: F64) -> tuple[I64, Bools, Bools]:
     """The prompt bins `pipeline.prepare` gives each state row [N, state_dim] on the server, and which normalized
-    values fall below -1 / above +1 (clipped to bin 0 / saturated at the top bin).
+    values fall below -1 / above +1 (bin -1 / the top bin).
 
     The server's roundings, at array speed: the state arrives as float32 (the wire's dtype) and the normalize
     step hands float32 to the discretization. Rounded the same way here, a value cannot land on the other side
@@ -75,7 +76,7 @@ def served_bins(pipeline: NormalizationPipeline, states: F64) -> tuple[I64, Bool
 
 
 def bin_coverage(pipeline: NormalizationPipeline, states: F64) -> BinCoverage | None:
-    """Per state dim: distinct bins over every finite frame, and the fractions clipped at each end.
+    """Per state dim: distinct bins over every finite frame, and the fractions outside [-1, 1] at each end.
 
     None when the model takes no discrete state (state_bins = 0)."""
     bins = pipeline.config.state_bins
@@ -101,7 +102,7 @@ def bin_coverage(pipeline: NormalizationPipeline, states: F64) -> BinCoverage | 
 def bin_findings(coverage: BinCoverage, th: BinThresholds, clipping_reported: Collection[str] = ()) -> list[
     Finding
 ]:
-    """Few bins used (warning), many frames clipped (warning, unless `clipping_reported` already names the dim),
+    """Few bins used (warning), many frames outside [-1, 1] (warning, unless `clipping_reported` already names the dim),
     and one info line summarizing coverage."""
     out: list[Finding] = []
     top = coverage.bins - 1
@@ -117,9 +118,9 @@ def bin_findings(coverage: BinCoverage, th: BinThresholds, clipping_reported: Co
         clipped = d.frac_below + d.frac_above
         if clipped > th.clip_fraction and d.where not in clipping_reported:
             out.append(Finding(
-                "warning", "state_bins_clipped", d.where,
-                f"state bins: {clipped:.1%} of {d.name} frames clip ({d.frac_below:.1%} below -1 to bin 0, "
-                f"{d.frac_above:.1%} above +1 to bin {top}; threshold {th.clip_fraction:.0%}): the stats are "
+                "warning", "state_bins_out_of_range", d.where,
+                f"state bins: {clipped:.1%} of {d.name} frames fall outside [-1, 1] ({d.frac_below:.1%} below -1 in "
+                f"bin -1, {d.frac_above:.1%} above +1 in bin {top}; threshold {th.clip_fraction:.0%}): the stats are "
                 f"narrower than the data",
             ))
     if judged:
@@ -127,7 +128,7 @@ def bin_findings(coverage: BinCoverage, th: BinThresholds, clipping_reported: Co
         out.append(Finding(
             "info", "state_bin_coverage", "state",
             f"{coverage.frames} frames use {worst.bins_used}..{max(d.bins_used for d in judged)} of "
-            f"{coverage.bins} state bins per dim (fewest: {worst.name}); max clipped "
+            f"{coverage.bins} state bins per dim (fewest: {worst.name}); max outside [-1, 1] "
             f"{max(d.frac_below + d.frac_above for d in judged):.1%}",
         ))
     return out

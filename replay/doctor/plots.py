@@ -28,7 +28,7 @@ def plot_bins(bins: BinCoverage, path: Path) -> Path:
     used.barh(y, [d.bins_used for d in bins.dims], color="tab:blue", alpha=0.7)
     used.set_xlim(0, bins.bins)
     used.set_title(f"distinct state bins used (of {bins.bins})", fontsize=9)
-    clip.barh(y - 0.2, [100 * d.frac_below for d in bins.dims], height=0.4, label="below -1 (bin 0)")
+    clip.barh(y - 0.2, [100 * d.frac_below for d in bins.dims], height=0.4, label="below -1 (bin -1)")
     clip.barh(y + 0.2, [100 * d.frac_above for d in bins.dims], height=0.4, label=f"above +1 (bin {bins.bins - 1})")
     clip.set_title("frames clipped (%)", fontsize=9)
     clip.legend(fontsize=7)

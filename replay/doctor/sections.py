@@ -61,7 +61,7 @@ def bins_section(bins: BinCoverage | None) -> list[str]:
     lines = ["## State bin coverage", "",
              f"{bins.frames} frames' states normalized with the checkpoint's stats and cut into the model's "
              f"{bins.bins} prompt bins.", "",
-             "| dim | bins used | lowest..highest | below -1 (bin 0) | above +1 (top bin) | note |",
+             "| dim | bins used | lowest..highest | below -1 (bin -1) | above +1 (top bin) | note |",
              "|---|---|---|---|---|---|"]
     for d in bins.dims:
         lines.append(f"| {d.name} | {d.bins_used} / {bins.bins} | {d.lowest}..{d.highest} | {d.frac_below:.1%} | "

@@ -2,8 +2,9 @@
 
 Why here: the live logger reads them from a response dict and the recording viewer from stored counts; both
 must word them the same way so a live session and its recording read alike. Normalization anomalies are the
-norm report's dimensions with values outside the normalization range or clipped, and clipped state bins;
-the server's own warnings (chunk padding, state far from the dataset, truncated prompt...) are shown as sent.
+norm report's dimensions with values outside the normalization range or clipped, and state values outside the
+prompt bins' range; the server's own warnings (chunk padding, state far from the dataset, truncated prompt...)
+are shown as sent.
 """
 
 from __future__ import annotations
@@ -66,15 +67,15 @@ def _dimension_anomalies(group: str, dims: Sequence[Any]) -> list[TextRow]:
 
 
 def norm_anomalies(response: Mapping[str, Any]) -> list[TextRow]:
-    """Rows for the norm report's out-of-range or clipped dimensions and clipped state bins."""
+    """Rows for the norm report's out-of-range or clipped dimensions and state values outside the prompt bins."""
     report = response.get("norm_report") or {}
     if not isinstance(report, Mapping):
         return []
     rows = _dimension_anomalies("state", report.get("state") or [])
     rows += _dimension_anomalies("action", report.get("actions") or [])
-    bins = int(_number(report.get("state_bins_clipped")))
+    bins = int(_number(report.get("state_bins_out_of_range")))
     if bins > 0:
-        rows.append(TextRow(f"norm state: {bins} state bins clipped", WARN))
+        rows.append(TextRow(f"norm state: {bins} state value(s) outside [-1, 1] (prompt bin -1 or top)", WARN))
     return rows
 
 
