@@ -12,11 +12,21 @@
         missing fields), sent raw over gRPC. Held: the server never crashes or hangs; every answer is OK or
         INVALID_ARGUMENT (never INTERNAL/UNKNOWN); after the fuzz, a valid request is served correctly; RSS
         does not grow with the count.
+    python bench/load.py robots [--policy dataset|pi05 ...] [--robots 1,16,64,256] [--seconds 4]
+        A lab of robots on one server: each robot holds one InferStream on its own connection and asks for a chunk
+        at 30 Hz (closed loop: the next request leaves at the first tick after the answer), the robots spread
+        over a few asyncio client processes. Per row (number of robots): p50/p99 latency of the answered
+        requests, answered rate (answers / the 30 Hz demand), streams refused and other errors by status code,
+        server RSS and thread count, and a health check plus GetMetadata from this separate process every 0.25 s
+        (slowest answer; held: every one within 1 s). After each row, a fresh unary request must be served.
+        Policies: the dataset policy on the sample dataset, and the embedded Pi0.5 (`data/demo_policy`) on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import random
 import signal
@@ -27,6 +37,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,12 +62,23 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Threads for pid {pid}")
+
+
+DATASET_POLICY = ("--policy", "dataset", "--dataset", str(SAMPLE_DATASET))
+
+
 class ServerProcess:
-    def __init__(self) -> None:
+    def __init__(self, policy_args: tuple[str, ...] = DATASET_POLICY, extra_args: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "policy_server", "serve", "--policy", "dataset", "--dataset", str(SAMPLE_DATASET),
-             "--port", str(self.port), "--log-level", "ERROR"],
+            [sys.executable, "-m", "policy_server", "serve", *policy_args, "--port", str(self.port),
+             "--log-level", "ERROR", *extra_args],
             cwd=REPO_ROOT, start_new_session=True)
 
     def alive(self) -> bool:
@@ -151,7 +173,8 @@ def _structural(request: pb.InferRequest, rng: random.Random) -> bytes:
     elif choice == 1:
         obs.state.data = np.full(14, np.nan, np.float32).tobytes()
     elif choice == 2:
-        obs.state.dtype = rng.choice([pb.DTYPE_UNSPECIFIED, pb.DTYPE_FLOAT64, pb.DTYPE_BFLOAT16, 99])
+        obs.state.dtype = cast("pb.DType.ValueType",
+                               rng.choice([pb.DTYPE_UNSPECIFIED, pb.DTYPE_FLOAT64, pb.DTYPE_BFLOAT16, 99]))
     elif choice == 3 and obs.images:
         obs.images[rng.choice(sorted(obs.images))].height = rng.choice([0, 1, 65535, 2**32 - 1])
     elif choice == 4 and obs.images:
@@ -208,6 +231,195 @@ def fuzz(count: int, seed: int, server: ServerProcess) -> dict[str, float]:
     return {"unexpected": float(sum(v for k, v in codes.items() if k not in ("OK", "INVALID_ARGUMENT")))}
 
 
+# -- robots: many streams at 30 Hz --------------------------------------------------------------------------------
+
+def _request_for(metadata: pb.PolicyMetadata) -> bytes:
+    """One valid request for whatever the server announces: its cameras at their size, the state at its mean."""
+    from protos.dicts import request_from_dict
+
+    stats = metadata.norm_stats.state
+    state = np.asarray(stats.mean, np.float32) if len(stats.mean) == metadata.state_dim else \
+        np.zeros(metadata.state_dim, np.float32)
+    obs = {
+        "state": state,
+        "images": {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in metadata.cameras},
+        "prompt": metadata.known_prompts[0] if metadata.known_prompts else "do the task",
+        "timestamp": 0.0,
+    }
+    return bytes(request_from_dict(obs).SerializeToString())
+
+
+async def _robot(port: int, request: bytes, hz: float, seconds: float, latencies: list[float],
+                 codes: Counter[str], messages: dict[str, str]) -> None:
+    """One robot: its own connection and stream, a request at the first 1/hz tick after the previous answer."""
+    import grpc
+
+    service = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                         options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        stream = channel.stream_stream(f"/{service}/InferStream", request_serializer=lambda b: b,
+                                       response_deserializer=pb.StreamInferResponse.FromString)
+        call = stream(timeout=seconds + 30.0)
+        t_end = time.perf_counter() + seconds
+        period = 1.0 / hz
+        next_tick = time.perf_counter()
+        try:
+            while (now := time.perf_counter()) < t_end:
+                if now < next_tick:
+                    await asyncio.sleep(next_tick - now)
+                t0 = time.perf_counter()
+                await call.write(request)
+                reply = await asyncio.wait_for(call.read(), max(0.05, t_end + 2.0 - t0))
+                if reply is grpc.aio.EOF:
+                    code = (await call.code()).name
+                    codes[code] += 1
+                    messages.setdefault(code, await call.details() or "")
+                    return
+                assert isinstance(reply, pb.StreamInferResponse)
+                if reply.HasField("error"):
+                    codes[reply.error.code] += 1
+                    messages.setdefault(reply.error.code, reply.error.message)
+                else:
+                    latencies.append(time.perf_counter() - t0)
+                    codes["OK"] += 1
+                next_tick = t0 + period * (1 + int((time.perf_counter() - t0) / period))  # skip missed ticks
+        except grpc.aio.AioRpcError as exc:
+            codes[exc.code().name] += 1
+            messages.setdefault(exc.code().name, exc.details() or "")
+        except TimeoutError:
+            codes["UNANSWERED"] += 1  # still waiting for the model when the row ended
+        finally:
+            call.cancel()
+
+
+def robots_worker(port: int, count: int, seconds: float, hz: float, request_file: Path) -> None:
+    """Client process: `count` robots on one event loop; prints one JSON line with its latencies and codes."""
+    request = request_file.read_bytes()
+    latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    messages: dict[str, str] = {}
+
+    async def all_robots() -> None:
+        await asyncio.gather(*(_robot(port, request, hz, seconds, latencies, codes, messages) for _ in range(count)))
+
+    asyncio.run(all_robots())
+    print(json.dumps({"latencies": latencies, "codes": dict(codes), "messages": messages}), flush=True)
+
+
+def _probe(port: int, timeout: float) -> tuple[float, str]:
+    """Health check and GetMetadata on a fresh connection: (seconds, "" or the failure)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from protos import policy_pb2_grpc as pb_grpc
+
+    t0 = time.perf_counter()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            pb_grpc.PolicyServiceStub(channel).GetMetadata(pb.GetMetadataRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        return time.perf_counter() - t0, exc.code().name
+    return time.perf_counter() - t0, ""
+
+
+def _unary_after(port: int, request: bytes) -> float:
+    """Seconds for one unary Infer on a fresh connection once the row's robots are gone (waits out the backlog)."""
+    import grpc
+
+    service = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+    t0 = time.perf_counter()
+    with grpc.insecure_channel(f"127.0.0.1:{port}",
+                               options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        infer = channel.unary_unary(f"/{service}/Infer", request_serializer=lambda b: b,
+                                    response_deserializer=pb.InferResponse.FromString)
+        infer(request, timeout=120)
+    return time.perf_counter() - t0
+
+
+def robots_row(n_robots: int, seconds: float, hz: float, procs: int, request_file: Path,
+               server: ServerProcess) -> dict[str, Any]:
+    counts = [n_robots // procs + (i < n_robots % procs) for i in range(min(procs, n_robots))]
+    workers = [subprocess.Popen(
+        [sys.executable, __file__, "_robots-worker", "--port", str(server.port), "--count", str(c),
+         "--seconds", str(seconds), "--hz", str(hz), "--request-file", str(request_file)],
+        stdout=subprocess.PIPE, cwd=REPO_ROOT) for c in counts]
+    probes: list[tuple[float, str]] = []
+    rss, threads = 0.0, 0
+    t_start = time.monotonic()
+    while any(w.poll() is None for w in workers) and time.monotonic() - t_start < seconds + 60:
+        probes.append(_probe(server.port, timeout=5.0))
+        rss, threads = max(rss, _rss_mib(server.proc.pid)), max(threads, _threads(server.proc.pid))
+        time.sleep(0.25)
+    latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    messages: dict[str, str] = {}
+    for w in workers:
+        out, _ = w.communicate(timeout=60)
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        latencies += result["latencies"]
+        codes.update(result["codes"])
+        messages.update(result["messages"])
+    after_s = _unary_after(server.port, request_file.read_bytes())
+    lat = np.asarray(latencies) * 1e3 if latencies else np.asarray([np.nan])
+    answered = codes.get("OK", 0)
+    refused = codes.get("RESOURCE_EXHAUSTED", 0)
+    errors = {k: v for k, v in codes.items() if k not in ("OK",)}
+    slowest_probe = max(s for s, _ in probes) if probes else float("nan")
+    failed_probes = sum(1 for _, err in probes if err)
+    rate, p50, p99 = answered / (n_robots * hz * seconds), float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    row = {
+        "robots": n_robots, "answers_per_s": answered / seconds, "answered_rate": rate, "p50_ms": p50, "p99_ms": p99,
+        "refused": refused, "errors": errors, "rss_mib": rss, "threads": threads,
+        "probe_max_s": slowest_probe, "probes": len(probes), "probes_failed": failed_probes, "after_s": after_s,
+    }
+    print(f"| {n_robots} | {answered / seconds:.0f} | {100 * rate:.1f}% | {p50:.1f} / {p99:.1f} | {refused} | "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(errors.items())) or '-'} | {rss:.0f} MiB | {threads} | "
+          f"{1e3 * slowest_probe:.0f} ms ({len(probes) - failed_probes}/{len(probes)}) |", flush=True)
+    row["messages"] = messages
+    return row
+
+
+def robots(policy_args: tuple[str, ...], counts: list[int], seconds: float, hz: float, procs: int,
+           max_streams_per_client: int) -> list[dict[str, Any]]:
+    """One server process for the policy, then one row per robot count."""
+    import tempfile
+
+    import grpc
+
+    from protos import policy_pb2_grpc as pb_grpc
+
+    # All robots here share one loopback address, which the server takes for one client: the per-client limit is
+    # raised so the rows measure the server, not that limit (each robot of a lab is its own machine).
+    server = ServerProcess(policy_args, ("--max-streams-per-client", str(max_streams_per_client)))
+    try:
+        from robot_client.policy_client import GrpcPolicy
+
+        GrpcPolicy(target=f"127.0.0.1:{server.port}", connect_timeout_s=300).close()  # wait until it serves
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            metadata = pb_grpc.PolicyServiceStub(channel).GetMetadata(pb.GetMetadataRequest(), timeout=10)
+        with tempfile.TemporaryDirectory() as tmp:
+            request_file = Path(tmp) / "request.bin"
+            request_file.write_bytes(_request_for(metadata))
+            size_kib = len(request_file.read_bytes()) / 1024
+            print(f"policy {metadata.policy_type} ({' '.join(policy_args)}), {size_kib:.0f} KiB per request, "
+                  f"{hz:g} Hz per robot, {seconds:g} s per row, {procs} client processes")
+            print("| robots | answers/s | answered | p50 / p99 ms | refused | errors | server RSS | threads | "
+                  "health+metadata, slowest (answered) |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            rows = [robots_row(n, seconds, hz, procs, request_file, server) for n in counts]
+            for code, message in sorted({k: v for row in rows for k, v in row["messages"].items()}.items()):
+                print(f"  {code}: {message}")
+            slow = [row["robots"] for row in rows if row["probes_failed"] or row["probe_max_s"] > 1.0]
+            if slow:
+                print(f"  NOT HELD: a health check or GetMetadata failed or took over 1 s with {slow} robots")
+        if not server.alive():
+            raise SystemExit("the server is not alive at the end")
+        return rows
+    finally:
+        server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,7 +429,33 @@ def main() -> None:
     f = sub.add_parser("fuzz")
     f.add_argument("--count", type=int, default=10_000)
     f.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("robots")
+    r.add_argument("--policy", choices=["dataset", "pi05"], action="append",
+                   help="policies to serve, one server each (default: both)")
+    r.add_argument("--dataset", type=Path, default=SAMPLE_DATASET)
+    r.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "data" / "demo_policy")
+    r.add_argument("--robots", default="1,16,64,256,320", help="comma-separated robot counts, one row each")
+    r.add_argument("--seconds", type=float, default=4.0, help="length of each row")
+    r.add_argument("--hz", type=float, default=30.0)
+    r.add_argument("--procs", type=int, default=2, help="client processes the robots are spread over")
+    r.add_argument("--max-streams-per-client", type=int, default=1024)
+    w = sub.add_parser("_robots-worker")
+    w.add_argument("--port", type=int, required=True)
+    w.add_argument("--count", type=int, required=True)
+    w.add_argument("--seconds", type=float, required=True)
+    w.add_argument("--hz", type=float, required=True)
+    w.add_argument("--request-file", type=Path, required=True)
     args = parser.parse_args()
+    if args.command == "_robots-worker":
+        robots_worker(args.port, args.count, args.seconds, args.hz, args.request_file)
+        return
+    if args.command == "robots":
+        counts = [int(n) for n in args.robots.split(",")]
+        for kind in args.policy or ["dataset", "pi05"]:
+            policy_args = ("--policy", "dataset", "--dataset", str(args.dataset)) if kind == "dataset" else \
+                ("--policy", "pi05", "--checkpoint", str(args.checkpoint), "--device", "cpu")
+            robots(policy_args, counts, args.seconds, args.hz, args.procs, args.max_streams_per_client)
+        return
     server = ServerProcess()
     try:
         from robot_client.policy_client import GrpcPolicy

@@ -102,6 +102,9 @@ class PolicySpec:
     known_prompts: tuple[str, ...] = ()
     require_prompt: bool = False
     max_prompt_chars: int = 2000
+    # (name, lower, upper) per limited joint, in robot units: the server refuses states far outside them
+    # (policy_server.validate). Empty = no limits known (only the absolute sanity bound applies).
+    joint_limits: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.action_horizon <= 0:
@@ -123,6 +126,9 @@ class PolicySpec:
                 raise SpecError(f"camera '{cam.name}' size must be positive, got {cam.height}x{cam.width}")
         if not (np.isfinite(self.control_fps) and self.control_fps > 0):
             raise SpecError(f"control_fps must be positive, got {self.control_fps}")
+        for name, lower, upper in self.joint_limits:
+            if not (np.isfinite(lower) and np.isfinite(upper) and upper > lower):
+                raise SpecError(f"joint_limits.{name}: expected finite lower < upper, got [{lower}, {upper}]")
         if self.preprocessing.image_resize not in RESIZE_METHODS:
             raise SpecError(f"preprocessing.image_resize must be one of {list(RESIZE_METHODS)}, "
                             f"got {self.preprocessing.image_resize!r}")
@@ -134,6 +140,13 @@ class PolicySpec:
     @property
     def action_dim(self) -> int:
         return len(self.action_names)
+
+    def joint_limit(self, name: str) -> tuple[float, float] | None:
+        """(lower, upper) of joint `name`, or None when the policy states no limit for it."""
+        for joint, lower, upper in self.joint_limits:
+            if joint == name:
+                return lower, upper
+        return None
 
     def camera(self, name: str) -> CameraSpec | None:
         for cam in self.cameras:

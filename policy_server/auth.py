@@ -2,18 +2,21 @@
 
 Clients send `authorization: Bearer <token>` metadata. The token is compared in constant time. Health checks
 stay open so load balancers and orchestrators can probe without the secret. Tokens are read from a file or the
-environment, never from the command line (where `ps` would show them).
+environment, never from the command line (where `ps` would show them), and registered with
+`policy_server.log_redaction` so no log line shows them either.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from policy_server.log_redaction import register_secret
 
 TOKEN_ENV = "POLICY_SERVER_TOKEN"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -26,9 +29,12 @@ def load_token(token_file: Path | None) -> str | None:
         token = token_file.read_text().strip()
         if not token:
             raise ValueError(f"token file {token_file} is empty")
-        return token
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    return token or None
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    register_secret(token)
+    return token
 
 
 def token_matches(header_value: str | None, token: str) -> bool:
@@ -41,29 +47,38 @@ def token_matches(header_value: str | None, token: str) -> bool:
     return hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def _deny_unary(request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+async def _deny_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
 
 
-def _deny_stream(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+async def _deny_stream(request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The `authorization` header value of a call's metadata, if it sent one as text."""
+    header = dict(metadata or ()).get("authorization")
+    return header if isinstance(header, str) else None
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call but health checks unless it carries the token (asyncio server).
+
+    The check runs on the event loop before the call reaches a servicer, so an unauthenticated client never
+    holds a stream slot or queues work for the model."""
+
     def __init__(self, token: str) -> None:
         self._token = token
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        header = metadata.get("authorization")
-        if token_matches(header if isinstance(header, str) else None, self._token):
+        if token_matches(bearer_token(handler_call_details.invocation_metadata), self._token):
             return handler
         # The denying handler must have the same streaming shape as the real one.
         if handler.request_streaming and handler.response_streaming:

@@ -1,8 +1,15 @@
-"""Command line: `python -m policy_server serve ...`."""
+"""Command line: `python -m policy_server serve ...` and `python -m policy_server config ...`.
+
+An entry module on the top floor (like `robot_client.run_cli`): `config` and `serve --robot-config` read the
+robot config with the robot client's own loader (`robot_client.config`, imported only when a robot config is
+given) and hand the rest of `policy_server` the robot's names as data (`RobotFacts`), so nothing below this
+module imports the robot client and the robot config keeps one parser. Why, in `policy_server.config_draft`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -10,9 +17,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from policy_norm.joint_names import joint_name_mismatch
+from policy_server.admission import AdmissionLimits
 from policy_server.auth import TOKEN_ENV, load_token
 from policy_server.batching import BatchingConfig
+from policy_server.config_draft import RobotFacts, draft_policy_config, write_draft
+from policy_server.log_redaction import install_redaction
 from policy_server.policy import Policy
+from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.policy_types import PolicyRequest, PolicyType, get_policy_type, policy_type_names
 from policy_server.server import DEFAULT_MAX_REQUEST_BYTES, PolicyServer, ServerConfig, TlsConfig
 
@@ -34,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--horizon", type=int, default=50, help="dataset policy: action chunk length H (default 50)")
     src.add_argument("--images-optional", action="store_true",
                      help="dataset policy: accept observations without camera images")
+    src.add_argument("--robot-config", metavar="NAME_OR_PATH",
+                     help="refuse to serve unless the policy's state and action names are this robot config's joint "
+                          "names in its order (a bundled name such as bimanual_yam, or a TOML path)")
     model = serve.add_argument_group("pi05 model")
     model.add_argument("--policy-config", type=Path, help="policy config JSON (default: CHECKPOINT/policy_config.json)")
     model.add_argument("--tokenizer", type=Path, help="PaliGemma SentencePiece model (default: from the checkpoint)")
@@ -62,13 +77,71 @@ def build_parser() -> argparse.ArgumentParser:
                      help="name stamped on every response, to tell replicas apart (default <hostname>:<port>)")
     net.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
                      help="largest accepted request in MiB (default 32)")
+    net.add_argument("--max-streams", type=int, default=AdmissionLimits.max_streams,
+                     help="open InferStreams the server holds in total (one per connected robot); more are refused "
+                          f"with RESOURCE_EXHAUSTED (default {AdmissionLimits.max_streams})")
+    net.add_argument("--max-streams-per-client", type=int, default=AdmissionLimits.max_streams_per_client,
+                     help="open InferStreams per client (its bearer token with --token-file, else its IP address); "
+                          "more are refused with RESOURCE_EXHAUSTED "
+                          f"(default {AdmissionLimits.max_streams_per_client})")
     net.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
     net.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     net.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     net.add_argument("--token-file", type=Path,
                      help=f"require 'authorization: Bearer <token>' with the token in this file (or set ${TOKEN_ENV})")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    draft = sub.add_parser("config", help="draft a checkpoint's policy_config.json from the checkpoint, the robot "
+                                          "config and the training dataset; exit 0 = all inferred, 1 = some values "
+                                          "must be confirmed (the draft is written anyway), 2 = error")
+    draft.add_argument("--checkpoint", type=Path, required=True, help="Pi0.5 checkpoint directory (either layout)")
+    draft.add_argument("--robot-config", required=True, metavar="NAME_OR_PATH",
+                       help="robot config: a bundled name (bimanual_yam) or a TOML path")
+    draft.add_argument("--dataset", type=Path,
+                       help="the training dataset: joint names, cameras, fps, and the delta mask its actions show")
+    draft.add_argument("--asset-id", help="openpi assets/<asset_id> holding norm_stats.json, when several exist")
+    draft.add_argument("--out", type=Path, help=f"where to write the draft (default CHECKPOINT/{FILE_NAME})")
+    draft.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return parser
+
+
+def load_robot_facts(name_or_path: str) -> RobotFacts:
+    """The robot config's names, grippers, cameras, rate and position limits, read by the robot client's loader."""
+    from robot_client.config import load_robot_config
+
+    config = load_robot_config(name_or_path)
+    return RobotFacts(
+        name=config.name, source=config.source, joint_names=config.joint_names,
+        gripper_names=tuple(arm.gripper for arm in config.arms), camera_names=tuple(c.name for c in config.cameras),
+        rate_hz=config.servo_hz, position_limits={n: (lim.lower, lim.upper) for n, lim in config.limits.items()},
+    )
+
+
+def check_robot_names(robot: RobotFacts, state_names: tuple[str, ...], action_names: tuple[str, ...],
+                      policy_where: str) -> None:
+    """Refuse a policy whose state/action names are not the robot's joint names in order (the comparison the
+    robot client runs at connect), naming the first mismatch."""
+    for what, names in (("state", state_names), ("action", action_names)):
+        problem = joint_name_mismatch(robot.joint_names, names, what)
+        if problem is not None:
+            raise PolicyConfigError(f"--robot-config {robot.source}: {policy_where}: {problem}")
+
+
+def draft_config(args: argparse.Namespace) -> int:
+    """`config`: print the draft's report, write it; 0 = all inferred, 1 = something to confirm, 2 = error."""
+    out = args.out or args.checkpoint / FILE_NAME
+    try:
+        if out.exists() and not args.force:
+            raise FileExistsError(f"{out} exists; pass --force to overwrite it (or --out FILE)")
+        robot = load_robot_facts(args.robot_config)
+        draft = draft_policy_config(args.checkpoint, robot, dataset=args.dataset, asset_id=args.asset_id)
+        print(draft.report())
+        write_draft(draft, out, force=args.force)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    confirm = len(draft.to_confirm)
+    print(f"\nwrote {out}" + (f" ({confirm} value(s) to confirm)" if confirm else ""))
+    return 1 if confirm else 0
 
 
 def build_policy(args: argparse.Namespace) -> Policy:
@@ -144,16 +217,24 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         token=load_token(args.token_file),
         replica_name=args.replica_name,
         batching=build_batching(args),
+        max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client,
     )
 
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # before anything logs: no level may show the token (see policy_server.log_redaction)
     config = build_config(args)
-    if config.host not in ("127.0.0.1", "::1", "localhost") and config.tls is None:
-        log.warning("binding %s without TLS: observations and actions cross the network in clear text", config.host)
+    for warning in bind_warnings(config.host, tls=config.tls is not None, token=config.token is not None):
+        log.warning("%s", warning)
     try:
+        robot = load_robot_facts(args.robot_config) if args.robot_config else None
+        checked = robot is not None and _check_policy_config_names(args, robot)
         policy = build_policy(args)
+        if robot is not None and not checked:
+            check_robot_names(robot, policy.spec.state_names, policy.spec.action_names,
+                              f"the {policy.spec.policy_type} policy")
     except (ValueError, RuntimeError, OSError) as exc:
         # Startup refusals (bad checkpoint, stats, config, memory) name their cause; no traceback needed.
         log.error("cannot serve: %s", exc)
@@ -180,10 +261,49 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def bind_warnings(host: str, *, tls: bool, token: bool) -> list[str]:
+    """What binding `host` exposes, one warning per missing protection (the checks launch/serve.sh makes):
+    without TLS everything, the token included, crosses the network in clear text; without a token anyone who
+    reaches the port is served. Loopback needs neither."""
+    if is_loopback(host):
+        return []
+    warnings = []
+    if not tls:
+        warnings.append(f"binding {host} without TLS: observations, actions and any token cross the network in "
+                        "clear text (use --tls-cert/--tls-key)")
+    if not token:
+        warnings.append(f"binding {host} without a token: no authentication, anyone who reaches the port can query "
+                        "the policy (use --token-file or $POLICY_SERVER_TOKEN)")
+    return warnings
+
+
+def _check_policy_config_names(args: argparse.Namespace, robot: RobotFacts) -> bool:
+    """Before any weights load: a pi05 policy's names come from its policy config. False = not a pi05 policy
+    (its names are checked once it is built)."""
+    if policy_kind(args) != "pi05" or args.checkpoint is None:
+        return False
+    path = args.policy_config or args.checkpoint / FILE_NAME
+    norm = Pi05PolicyConfig.load(path).normalization
+    check_robot_names(robot, norm.state_names, norm.action_names, str(path))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "config":
+        return draft_config(args)
     return 2
 
 

@@ -3,11 +3,16 @@
 The gRPC servicer and the openpi-compatible websocket endpoint both call `InferenceCore.infer`, so a request
 is validated, timed and checked the same way whichever wire it came over. With batching on, validated requests
 go through a `Batcher` that runs several in one `policy.infer_batch` call; each still gets its own response.
+
+Every response (and the metadata) carries the model's identity (`pb.ModelIdentity`: weights, serving config and
+stats digests from the policy, plus a random id of this server instance), so a client notices a server restarted
+with another model between two chunks.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +45,15 @@ class InferenceCore:
         self.spec = policy.spec
         self.max_request_bytes = max_request_bytes
         self.metadata = self.spec.to_proto(server_version=__version__, max_request_bytes=max_request_bytes)
+        facts = policy.identity()
+        # Drawn once per server: a restart with the same model changes only this.
+        self.identity = pb.ModelIdentity(
+            weight_hash=facts.weight_hash,
+            policy_config_digest=facts.policy_config_digest,
+            norm_stats_digest=facts.norm_stats_digest,
+            server_instance_id=secrets.token_hex(8),
+        )
+        self.metadata.identity.CopyFrom(self.identity)
         self.counters = CoreCounters()
         # Name of this server replica, stamped on every response (set by the server once it has bound).
         self.replica = ""
@@ -100,6 +114,7 @@ class InferenceCore:
             norm_report=out.norm_report,
             warnings=[pb.Warning(code=w.code, field=w.field, message=w.message) for w in out.warnings],
             replica=self.replica,
+            identity=self.identity,
         )
 
     def _check_actions(self, actions: np.ndarray) -> None:

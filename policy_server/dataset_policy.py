@@ -16,7 +16,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from policy_norm.spec import (
     PreprocessingSpec,
     gripper_mask,
 )
-from policy_server.policy import Policy, PolicyOutput, PolicyWarning
+from policy_server.policy import Policy, PolicyIdentity, PolicyOutput, PolicyWarning, canonical_digest
 from policy_server.validate import ObservationInput
 from protos import policy_pb2 as pb
 from protos.codec import WireError
@@ -101,6 +101,14 @@ class DatasetPolicy(Policy):
             preprocessing=PreprocessingSpec(image_resize="resize_with_pad"),
             known_prompts=info.tasks,
         )
+
+    def identity(self) -> PolicyIdentity:
+        """The dataset's fingerprint stands for the weights; the serving config is what shapes the answers
+        (chunk length, the state check, required cameras)."""
+        cfg = self.config
+        served = {"action_horizon": cfg.action_horizon, "state_warn_threshold": cfg.state_warn_threshold,
+                  "require_images": cfg.require_images}
+        return replace(super().identity(), policy_config_digest=canonical_digest(served))
 
     def _episode(self, index: int) -> Episode:
         with self._cache_lock:

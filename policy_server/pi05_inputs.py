@@ -8,15 +8,18 @@ served and trained inputs are equal by construction.
 
 Per observation (state in robot units, camera images uint8 [H, W, 3] by robot camera name, prompt):
 - images: each robot camera goes to its model slot (policy_config.json "cameras"); a frame at another size than
-  the model's is fitted with `policy_norm.image_fit.fit_image` (the policy's "image_resize" method); pixels are
-  scaled uint8 -> float32 `x / 255 * 2 - 1`, channels first; a slot with no camera gets zeros, masked out;
+  the model's is fitted with the policy's "image_resize" method as its trainer fitted it (`model_frame`: uint8
+  levels for the PIL methods, LeRobot's unrounded float result for "resize_with_pad_torch", both
+  `policy_norm.image_fit.fit_image_unit` once scaled); pixels are float32 `x / 255 * 2 - 1` (uint8) or
+  `x * 2 - 1` (float in [0, 1]), channels first; a slot with no camera gets zeros, masked out;
 - state: `NormalizationPipeline.prepare` (select, normalize, 256 prompt bins, pad), with its report;
 - prompt: the observation's (or the policy's default prompt) with the state bins, tokenized to the model's
   max_token_len and checked against the model's vocabulary.
 
-Batches: `assemble` turns per-slot uint8 frames [B, S, S, 3] and tokens [B, L] into `ModelInputs`; a single
-observation (`__call__`) ends in the same `assemble` with B = 1, and training calls it per batch on frames and
-tokens it prepared once with `fit` and `encode_prompt`. `collate` stacks single-observation inputs into one batch.
+Batches: `assemble` turns per-slot frames [B, S, S, 3] (`model_frame`'s) and tokens [B, L] into `ModelInputs`; a
+single observation (`__call__`) ends in the same `assemble` with B = 1, and training calls it per batch on frames
+and tokens it prepared once with `model_frame` and `encode_prompt`. `collate` stacks single-observation inputs
+into one batch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from policy_norm.image_fit import fit_image
+from policy_norm.image_fit import check_resize_method, fit_image, fit_image_unit, result_is_uint8
 from policy_norm.pipeline import NormalizationPipeline
 from policy_norm.report import NormReport
 from policy_server.model.config import Pi05Config
@@ -90,10 +93,13 @@ class Pi05Sample:
 
 
 def model_pixels(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB [B, H, W, 3] -> float32 [B, 3, H, W] in [-1, 1]: Pi0.5's `x / 255 * 2 - 1`, channels first."""
-    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"camera frames: expected uint8 [B, H, W, 3], got {frames.dtype} {list(frames.shape)}")
-    return (frames.to(torch.float32) / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
+    """RGB [B, H, W, 3] -> float32 [B, 3, H, W] in [-1, 1], channels first: Pi0.5's `x / 255 * 2 - 1` for uint8
+    frames, `x * 2 - 1` for float32 frames already in [0, 1] (the torch fitting method's unrounded result)."""
+    if frames.dtype not in (torch.uint8, torch.float32) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"camera frames: expected uint8 or float32 [B, H, W, 3], got {frames.dtype} "
+                         f"{list(frames.shape)}")
+    unit = frames.to(torch.float32) / 255.0 if frames.dtype == torch.uint8 else frames
+    return (unit * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
 class Pi05InputTransform:
@@ -124,7 +130,7 @@ class Pi05InputTransform:
         self.cameras: dict[str, str] = dict(cameras)
         self.tokenizer = tokenizer
         self.pipeline = pipeline
-        self.image_resize = image_resize
+        self.image_resize = check_resize_method(image_resize)
         self.default_prompt = default_prompt
         self.device = torch.device(device)
         by_slot = {slot: cam for cam, slot in self.cameras.items()}
@@ -134,9 +140,13 @@ class Pi05InputTransform:
 
     @classmethod
     def from_policy_config(cls, cfg: Pi05Config, config: Pi05PolicyConfig, tokenizer: PromptTokenizer,
-                           pipeline: NormalizationPipeline, device: torch.device | str = "cpu") -> Pi05InputTransform:
-        """The transform a checkpoint's policy_config.json describes (cameras, image fitting, default prompt)."""
-        return cls(cfg, config.cameras, tokenizer, pipeline, image_resize=config.image_resize,
+                           pipeline: NormalizationPipeline, device: torch.device | str = "cpu", *,
+                           layout: str = "openpi") -> Pi05InputTransform:
+        """The transform a checkpoint's policy_config.json describes (cameras, image fitting, default prompt).
+        `layout`: the checkpoint's ("openpi" | "lerobot"), whose trainer's image fitting applies when the config
+        names none (training here writes openpi checkpoints)."""
+        image_resize, _ = config.resolve_image_resize(layout)
+        return cls(cfg, config.cameras, tokenizer, pipeline, image_resize=image_resize,
                    default_prompt=config.default_prompt, device=device)
 
     @property
@@ -145,12 +155,33 @@ class Pi05InputTransform:
 
     # ---- pieces ---------------------------------------------------------------------------------------------
 
-    def fit(self, rgb: U8, camera: str = "image") -> U8:
-        """One camera frame uint8 [H, W, 3] at the model's size (unchanged when it already is)."""
+    @property
+    def frame_dtype(self) -> type[np.uint8] | type[np.float32]:
+        """The dtype of `model_frame`'s frames: uint8 when the method's result is whole levels, else float32."""
+        return np.uint8 if result_is_uint8(self.image_resize) else np.float32
+
+    @staticmethod
+    def _check_frame(rgb: U8, camera: str) -> None:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise ValueError(f"camera '{camera}': expected uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+
+    def fit(self, rgb: U8, camera: str = "image") -> U8:
+        """One camera frame uint8 [S, S, 3] at the model's size as a client sends it (`fit_image`; unchanged when
+        it already is). For "resize_with_pad_torch" it is the model's frame rounded to uint8 levels."""
+        self._check_frame(rgb, camera)
         s = self.image_size
         return fit_image(rgb, s, s, self.image_resize)
+
+    def model_frame(self, rgb: U8, camera: str = "image") -> U8 | F32:
+        """One camera frame [S, S, 3] as the model takes it, the same for serving and training: uint8 levels for
+        the methods whose result is whole levels (`fit`; `model_pixels` scales them), float32 in [0, 1] for the
+        others (`fit_image_unit`: LeRobot's unrounded float result, even for a frame already at the size, so one
+        policy's frames share one dtype). Either way the pixels are `fit_image_unit(...) * 2 - 1`."""
+        if self.frame_dtype == np.uint8:
+            return self.fit(rgb, camera)
+        self._check_frame(rgb, camera)
+        s = self.image_size
+        return fit_image_unit(rgb, s, s, self.image_resize)
 
     def encode_prompt(self, state: object, prompt: str, *, strict: bool = False) -> EncodedPrompt:
         """Normalize the state and tokenize the prompt with its bins. `strict` refuses a prompt that would be
@@ -171,7 +202,8 @@ class Pi05InputTransform:
     def assemble(self, frames: Sequence[torch.Tensor | None], tokens: torch.Tensor,
                  token_masks: torch.Tensor) -> ModelInputs:
         """A batch of model inputs on the transform's device. `frames`: per model slot (the model's order),
-        uint8 [B, S, S, 3] or None for a slot no camera feeds (zeros, masked); tokens / token_masks [B, L]."""
+        `model_frame`'s frames [B, S, S, 3] (uint8, or float32 in [0, 1]) or None for a slot no camera feeds
+        (zeros, masked); tokens / token_masks [B, L]."""
         if len(frames) != len(self.cfg.image_keys):
             raise ValueError(f"frames: expected one entry per model slot {list(self.cfg.image_keys)}, "
                              f"got {len(frames)}")
@@ -183,8 +215,8 @@ class Pi05InputTransform:
                 masks.append(torch.zeros(b, dtype=torch.bool, device=self.device))
                 continue
             if tuple(batch.shape) != (b, s, s, 3):
-                raise ValueError(f"image slot '{slot}': expected uint8 [{b}, {s}, {s}, 3], got {batch.dtype} "
-                                 f"{list(batch.shape)}")
+                raise ValueError(f"image slot '{slot}': expected uint8 or float32 [{b}, {s}, {s}, 3], got "
+                                 f"{batch.dtype} {list(batch.shape)}")
             images.append(model_pixels(batch).to(self.device))
             masks.append(torch.ones(b, dtype=torch.bool, device=self.device))
         return ModelInputs(images=images, image_masks=masks, tokens=tokens.to(self.device),
@@ -202,7 +234,7 @@ class Pi05InputTransform:
                 frames.append(None)
                 continue
             # np.array: a writable copy (wire buffers are read-only, torch wants writable memory).
-            frames.append(torch.from_numpy(np.array(self.fit(obs.images[camera], camera)))[None])
+            frames.append(torch.from_numpy(np.array(self.model_frame(obs.images[camera], camera)))[None])
         inputs = self.assemble(frames, torch.from_numpy(prompt.tokens)[None], torch.from_numpy(prompt.token_mask)[None])
         return Pi05Sample(inputs=inputs, prompt=prompt)
 

@@ -1,8 +1,9 @@
 """The Pi0.5 policy behind the server: checkpoint + tokenizer + normalization pipeline + model.
 
 One request: the Pi0.5 input transform (`policy_server.pi05_inputs`: robot state -> named normalization
-steps (report) -> prompt with discretized state -> tokens (asserted inside the vocabulary); camera images into
-the model's slots) -> flow sampling on the prefix KV cache (optionally RTC-guided) -> named output steps (unpad,
+steps (report) -> prompt with discretized state -> tokens (asserted inside the vocabulary); camera images fitted
+as the checkpoint's trainer fitted them (policy_config.json "image_resize", else the layout's convention) into the
+model's slots) -> flow sampling on the prefix KV cache (optionally RTC-guided) -> named output steps (unpad,
 denormalize, delta->absolute, gripper, limits) -> actions in robot units, with the normalization report and
 timings. Training and the local-model tools build their inputs with the same transform.
 
@@ -33,7 +34,15 @@ from policy_server.model.dtype_policy import DtypePolicy
 from policy_server.model.pi05 import ModelInputs, Pi05Model
 from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
 from policy_server.pi05_inputs import Pi05InputTransform
-from policy_server.policy import BatchItem, Policy, PolicyError, PolicyOutput, PolicyWarning
+from policy_server.policy import (
+    BatchItem,
+    Policy,
+    PolicyError,
+    PolicyIdentity,
+    PolicyOutput,
+    PolicyWarning,
+    canonical_digest,
+)
 from policy_server.policy_config import FILE_NAME, Pi05PolicyConfig, PolicyConfigError
 from policy_server.preflight import MemoryEstimate, preflight
 from policy_server.tokenizer import PromptTokenizer, find_tokenizer_model
@@ -112,7 +121,10 @@ class Pi05Policy(Policy):
         self.model: Pi05Model = loaded.model
         self.load_report: LoadReport = loaded.report
         self.transform = Pi05InputTransform.from_policy_config(cfg, self.config, self.tokenizer, self.pipeline,
-                                                               device=self.device)
+                                                               device=self.device, layout=info.layout)
+        image_resize, why = self.config.resolve_image_resize(info.layout)
+        log.info("camera frames are fitted to %dx%d with %s: %s; the server fits frames that arrive at another size",
+                 cfg.vision.image_size, cfg.vision.image_size, image_resize, why)
         size = cfg.vision.image_size
         self.spec = PolicySpec(
             policy_type="pi05",
@@ -126,17 +138,25 @@ class Pi05Policy(Policy):
             action_delta_mask=norm.action_delta_mask,
             action_gripper_mask=tuple(i in norm.gripper_dims() for i in range(norm.action_dim)),
             norm_stats=self.pipeline.to_spec(),
-            preprocessing=PreprocessingSpec(image_resize=self.config.image_resize, image_height=size,
+            preprocessing=PreprocessingSpec(image_resize=self.transform.image_resize, image_height=size,
                                             image_width=size, state_bins=norm.state_bins),
             supports_rtc=True,
             require_prompt=self.config.default_prompt is None,
             max_prompt_chars=2000,
+            joint_limits=tuple((name, lo, hi) for name, (lo, hi) in (norm.joint_limits or {}).items()),
         )
         self.load_seconds = time.perf_counter() - t0
         self.warmup_ms: float | None = self._warmup() if options.warmup else None
         log.info("Pi0.5 ready in %.1f s on %s (%s): %s; warm-up %s ms\n%s", self.load_seconds, self.device,
                  self.dtype_policy.value, self.spec.model_id,
                  f"{self.warmup_ms:.0f}" if self.warmup_ms is not None else "skipped", self.pipeline.describe())
+
+    def identity(self) -> PolicyIdentity:
+        """The weights file's sha256, the digest of policy_config.json as loaded and that of the stats the
+        pipeline normalizes with: a change of any of them is another model for the client."""
+        return PolicyIdentity(weight_hash=self.load_report.weight_hash,
+                              policy_config_digest=canonical_digest(self.config.to_dict()),
+                              norm_stats_digest=self.pipeline.digest())
 
     # -- request path ---------------------------------------------------------------------------------------
     def _rtc(self, rtc: RtcInput, state: np.ndarray) -> RtcGuidance:

@@ -6,9 +6,12 @@ diagnostics. Transport, validation, timing and error mapping live outside it (`p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +41,26 @@ class PolicyOutput:
     postprocess_ms: float = 0.0
 
 
+def canonical_digest(value: Any) -> str:
+    """sha256 (hex) of the canonical JSON of `value` (sorted keys, no spaces): the same config always gives the
+    same digest, whatever order its keys were written in."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PolicyIdentity:
+    """The facts that name the model behind a policy. The server stamps them on every response, so a client
+    notices a server restarted with other weights, another serving config or other normalization stats between
+    two chunks (a restart with the same facts is the same model)."""
+
+    weight_hash: str
+    # sha256 of the canonical JSON of the policy's serving config ("" when the policy has none).
+    policy_config_digest: str = ""
+    # sha256 of the canonical JSON of the normalization stats, as PolicyMetadata.norm_stats.digest ("" without).
+    norm_stats_digest: str = ""
+
+
 class PolicyError(RuntimeError):
     """The policy failed on a valid request (e.g. produced NaN). Mapped to INTERNAL; the server keeps serving."""
 
@@ -53,6 +76,13 @@ class Policy(ABC):
     # True when infer_batch() runs several requests in one model call (cheaper than one call each); the server
     # only batches by default for such policies.
     supports_batching: bool = False
+
+    def identity(self) -> PolicyIdentity:
+        """What names this policy's model. The default reads the spec (weights and stats); policies with a serving
+        config add its digest."""
+        stats = self.spec.norm_stats
+        return PolicyIdentity(weight_hash=self.spec.weight_hash,
+                              norm_stats_digest=stats.digest() if stats is not None else "")
 
     def check(self, obs: ObservationInput) -> None:  # noqa: B027 - optional hook, empty by design
         """Policy-specific input checks beyond the spec; raise protos.codec.WireError naming the field."""

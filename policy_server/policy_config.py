@@ -8,7 +8,7 @@ explicit, validated file next to the weights (or passed with `--policy-config`):
       "format": "yam-policy-config", "version": 1,
       "cameras": {"top": "base_0_rgb", "left_wrist": "left_wrist_0_rgb"},   # robot camera -> model slot
       "control_fps": 30,
-      "image_resize": "resize_with_pad",
+      "image_resize": "resize_with_pad",     # optional: omitted, the checkpoint layout's trainer decides
       "default_prompt": null,              # used when an observation has no prompt (null = prompt required)
       "tokenizer": "assets/tokenizer.model",   # relative to the checkpoint; null = search the usual places
       "rtc": {"max_guidance": 5.0, "schedule": "linear"},
@@ -26,6 +26,7 @@ from typing import Any
 
 from policy_norm.config import NormalizationConfig
 from policy_norm.image_fit import RESIZE_METHODS
+from policy_server.checkpoint.layouts import layout_image_resize
 
 FORMAT = "yam-policy-config"
 VERSION = 1
@@ -54,7 +55,9 @@ class Pi05PolicyConfig:
     cameras: Mapping[str, str]
     normalization: NormalizationConfig
     control_fps: float
-    image_resize: str = "resize_with_pad"
+    # How camera frames are fitted to the model's input (a policy_norm.image_fit method). None: as the trainer of
+    # the checkpoint's layout did (see `resolve_image_resize`); named, it wins over the layout.
+    image_resize: str | None = None
     default_prompt: str | None = None
     tokenizer: str | None = None
     rtc: RtcSettings = field(default_factory=RtcSettings)
@@ -67,14 +70,26 @@ class Pi05PolicyConfig:
             raise PolicyConfigError(f"cameras: two robot cameras feed the same model slot: {dict(self.cameras)}")
         if not self.control_fps > 0:
             raise PolicyConfigError(f"control_fps must be > 0, got {self.control_fps}")
-        if self.image_resize not in RESIZE_METHODS:
+        if self.image_resize is not None and self.image_resize not in RESIZE_METHODS:
             raise PolicyConfigError(f"image_resize must be one of {list(RESIZE_METHODS)}, got '{self.image_resize}'")
         if self.image_resize == "none":
-            # The model takes one fixed square size and clients fit frames with the method named here: "none" names
-            # no fit, so every frame of another size would be refused instead of prepared as in training.
+            # The model takes one fixed square size and the server and clients fit frames with the method named
+            # here: "none" names no fit, so every frame of another size would be refused instead of prepared as in
+            # training.
             fitting = [m for m in RESIZE_METHODS if m != "none"]
             raise PolicyConfigError(f"image_resize: 'none' cannot serve a model with a fixed image size; name how its "
                                     f"training fitted frames, one of {fitting}")
+
+    def resolve_image_resize(self, layout: str) -> tuple[str, str]:
+        """The fitting method a checkpoint of `layout` ("openpi" | "lerobot") is served with, and why (for the
+        startup log): this file's `image_resize` when it names one, else the layout's trainer convention."""
+        trainers = layout_image_resize(layout)
+        if self.image_resize is None:
+            return trainers, f"the {layout} layout's training convention ({FILE_NAME} names no image_resize)"
+        if self.image_resize == trainers:
+            return self.image_resize, f"{FILE_NAME} image_resize, as the {layout} layout's training convention"
+        return self.image_resize, (f"{FILE_NAME} image_resize, overriding the {layout} layout's training "
+                                   f"convention {trainers!r}")
 
     def check_slots(self, model_slots: tuple[str, ...]) -> None:
         unknown = sorted(s for s in self.cameras.values() if s not in model_slots)
@@ -83,7 +98,8 @@ class Pi05PolicyConfig:
                                     f"{list(model_slots)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The file's JSON object; `image_resize` only when it names a method (absent, the layout decides)."""
+        out: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "cameras": dict(self.cameras),
@@ -94,6 +110,9 @@ class Pi05PolicyConfig:
             "rtc": {"max_guidance": self.rtc.max_guidance, "schedule": self.rtc.schedule},
             "normalization": self.normalization.to_dict(),
         }
+        if self.image_resize is None:
+            del out["image_resize"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = FILE_NAME) -> Pi05PolicyConfig:
@@ -121,11 +140,15 @@ class Pi05PolicyConfig:
             fps = float(raw["control_fps"])
         except (TypeError, ValueError):
             raise PolicyConfigError(f"{where}.control_fps: expected a number") from None
+        image_resize = raw.get("image_resize")
+        if image_resize is not None and not isinstance(image_resize, str):
+            raise PolicyConfigError(f"{where}.image_resize: expected one of {list(RESIZE_METHODS)} or null (the "
+                                    f"checkpoint layout decides), got {image_resize!r}")
         return cls(
             cameras=dict(cameras),
             normalization=NormalizationConfig.from_dict(raw["normalization"], f"{where}.normalization"),
             control_fps=fps,
-            image_resize=str(raw.get("image_resize", "resize_with_pad")),
+            image_resize=image_resize,
             default_prompt=raw.get("default_prompt"),
             tokenizer=raw.get("tokenizer"),
             rtc=RtcSettings(float(rtc.get("max_guidance", 5.0)), str(rtc.get("schedule", "linear"))),

@@ -2,7 +2,8 @@
 
 Protocol (openpi's): on connect the server sends the metadata as one msgpack-numpy binary frame; then each
 binary frame from the client is an observation dict and is answered with a dict holding `actions` plus
-`server_timing` / `policy_timing`. `GET /healthz` answers 200 "OK".
+`server_timing` / `policy_timing` (openpi's keys, unchanged) and `model_identity` (the model that produced the
+chunk, as gRPC's InferResponse.identity). `GET /healthz` answers 200 "OK".
 
 Where we differ, on purpose:
 - Observations go through the same validation as gRPC (`protos.dicts` + `policy_server.validate`).
@@ -33,10 +34,13 @@ from websockets.http11 import Request, Response
 from policy_server.auth import token_matches
 from policy_server.core import InferenceCore
 from policy_server.grpc_service import classify
+from protos import policy_pb2 as pb
 from protos.codec import WireError
 from protos.dicts import message_to_dict, request_from_dict, response_to_dict
 
 log = logging.getLogger(__name__)
+# Response key holding the model identity (weights, config and stats digests, server instance id).
+IDENTITY_KEY = "model_identity"
 
 
 def metadata_dict(core: InferenceCore) -> dict[str, Any]:
@@ -48,8 +52,22 @@ def decode_frame(frame: bytes) -> Any:
     """msgpack-numpy decode that turns every decoding failure into a WireError (never a crash)."""
     try:
         return msgpack_numpy.unpackb(frame)
-    except (ValueError, TypeError, KeyError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as exc:
         raise WireError("message", f"not a valid msgpack-numpy observation ({type(exc).__name__}: {exc})") from None
+
+
+def request_from_frame(frame: bytes) -> pb.InferRequest:
+    """One binary frame -> InferRequest. Everything here reads the client's bytes, so every failure is invalid
+    input: `protos.dicts` names the field for the conversions it checks, and any other conversion error on
+    hostile input is still answered INVALID_ARGUMENT (naming the message), never INTERNAL."""
+    observation = decode_frame(frame)
+    try:
+        return request_from_dict(observation)
+    except WireError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise WireError("message", f"observation could not be converted ({type(exc).__name__}: {exc})") from None
 
 
 class OpenpiWebsocketEndpoint:
@@ -148,7 +166,7 @@ class OpenpiWebsocketEndpoint:
                     await ws.send("INVALID_ARGUMENT: message: expected a binary msgpack-numpy frame, got text")
                     continue
                 try:
-                    request = request_from_dict(decode_frame(frame))
+                    request = request_from_frame(frame)
                     response = await loop.run_in_executor(self._executor, self.core.infer, request)
                 except Exception as exc:
                     code, _field, message = classify(exc)
@@ -157,6 +175,7 @@ class OpenpiWebsocketEndpoint:
                     await ws.send(f"{code.name}: {message}")
                     continue
                 out = response_to_dict(response)
+                out[IDENTITY_KEY] = message_to_dict(response.identity)
                 infer_ms = (time.perf_counter() - t0) * 1e3
                 out["server_timing"]["infer_ms"] = infer_ms
                 if prev_total_ms is not None:

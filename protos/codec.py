@@ -102,6 +102,11 @@ ENCODINGS: dict[str, pb.ImageEncoding.ValueType] = {
     "jpeg": pb.IMAGE_ENCODING_JPEG,
     "png": pb.IMAGE_ENCODING_PNG,
 }
+# The first bytes every file of each compressed encoding starts with, and its name in messages and PIL.
+IMAGE_SIGNATURES: dict[int, tuple[str, bytes]] = {
+    pb.IMAGE_ENCODING_JPEG: ("JPEG", b"\xff\xd8\xff"),
+    pb.IMAGE_ENCODING_PNG: ("PNG", b"\x89PNG\r\n\x1a\n"),
+}
 
 
 def check_rgb_image(image: npt.NDArray[np.generic], field: str) -> npt.NDArray[np.uint8]:
@@ -165,8 +170,46 @@ def compressed_image_size(data: bytes, field: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def check_image_signature(data: bytes, encoding: int, field: str) -> None:
+    """Refuse bytes that are not the declared compressed encoding, naming what they are when we can tell.
+
+    A decoder sniffs the real format and would decode a PNG labelled JPEG (or a GIF) without complaint; a
+    message that misstates its payload is refused instead, so what a client declares is what it sends.
+    """
+    name, magic = IMAGE_SIGNATURES[encoding]
+    if data.startswith(magic):
+        return
+    for other, (other_name, other_magic) in IMAGE_SIGNATURES.items():
+        if other != encoding and data.startswith(other_magic):
+            raise WireError(f"{field}.encoding", f"declared {name} but the data is a {other_name} image; "
+                                                 "declare the encoding the bytes are in")
+    raise WireError(f"{field}.data", f"not a decodable JPEG/PNG image: a {name} image starts with {magic!r}, "
+                                     f"got {data[:len(magic)]!r}")
+
+
+def _check_compressed_header(data: bytes, name: str, h: int, w: int, field: str) -> None:
+    """The header of an encoded image: its format, a 3-channel RGB pixel mode and the declared size."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            fmt, mode, bands = img.format, img.mode, len(img.getbands())
+    except Exception as exc:  # PIL raises several unrelated types for garbage input
+        raise WireError(f"{field}.data", f"not a decodable JPEG/PNG image ({type(exc).__name__})") from None
+    if fmt != name:
+        raise WireError(f"{field}.data", f"declared {name} but the data decodes as {fmt}")
+    if mode != "RGB":
+        raise WireError(f"{field}.data", f"expected a 3-channel RGB {name}, got {bands} channel(s) (mode {mode}); "
+                                         "send colour frames as RGB, without alpha or palette")
+    if (height, width) != (h, w):
+        raise WireError(f"{field}.data", f"declared {h}x{w} but the encoded image is {height}x{width}")
+
+
 def decode_image(image: pb.Image, field: str) -> DecodedImage:
-    """Decode an Image message to RGB uint8 [H, W, 3], checking the declared size against the payload."""
+    """Decode an Image message to RGB uint8 [H, W, 3], checking the declared size against the payload.
+
+    JPEG/PNG payloads must be what `encoding` says (their signature and format), 3-channel RGB (a grayscale,
+    RGBA or palette image would be converted silently by the decoder) and of the declared height and width.
+    """
     h, w = int(image.height), int(image.width)
     if h <= 0 or w <= 0:
         raise WireError(f"{field}.height/width", f"must be positive, got {h}x{w}")
@@ -178,14 +221,11 @@ def decode_image(image: pb.Image, field: str) -> DecodedImage:
         if len(data) != expected:
             raise WireError(f"{field}.data", f"raw RGB8 {h}x{w} needs {expected} bytes, got {len(data)}")
         rgb: npt.NDArray[np.uint8] = np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
-    elif image.encoding in (pb.IMAGE_ENCODING_JPEG, pb.IMAGE_ENCODING_PNG):
-        header_h, header_w = compressed_image_size(data, f"{field}.data")
-        if (header_h, header_w) != (h, w):
-            raise WireError(
-                f"{field}.data", f"declared {h}x{w} but the encoded image is {header_h}x{header_w}"
-            )
+    elif image.encoding in IMAGE_SIGNATURES:
+        check_image_signature(data, image.encoding, field)
+        _check_compressed_header(data, IMAGE_SIGNATURES[image.encoding][0], h, w, field)
         bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape[:2] != (h, w):
+        if bgr is None or bgr.shape != (h, w, 3):
             raise WireError(f"{field}.data", "could not decode the encoded image")
         rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     else:

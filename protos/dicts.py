@@ -16,7 +16,8 @@ accept exactly the same observations:
     }
 
 float64 state is cast to float32 (explicitly; openpi clients commonly send float64). Anything else that does
-not fit raises WireError naming the key.
+not fit raises WireError naming the key: every conversion of a client's value (to an array, a number in its
+proto field's range, text) is checked here, so hostile input is answered INVALID_ARGUMENT, never INTERNAL.
 """
 
 from __future__ import annotations
@@ -47,8 +48,22 @@ def _pick(obs: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | No
     return (found[0], obs[found[0]]) if found else None
 
 
+# Ranges of the proto integer fields filled from client values (assigning outside them raises ValueError).
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+UINT64_RANGE = (0, 2**64 - 1)
+
+
+def _array(value: Any, key: str) -> npt.NDArray[Any]:
+    """np.asarray, with what it raises on ragged or exotic input (ValueError, TypeError...) named by key."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise WireError(key, f"not convertible to an array ({type(exc).__name__}: {exc})") from None
+
+
 def _as_float32_vector(value: Any, key: str) -> npt.NDArray[np.float32]:
-    arr = np.asarray(value)
+    arr = _array(value, key)
     if arr.dtype not in (np.float32, np.float64):
         raise WireError(key, f"expected a float32 or float64 array, got dtype {arr.dtype}")
     if arr.ndim != 1:
@@ -57,7 +72,7 @@ def _as_float32_vector(value: Any, key: str) -> npt.NDArray[np.float32]:
 
 
 def _as_rgb(value: Any, key: str) -> npt.NDArray[np.uint8]:
-    arr = np.asarray(value)
+    arr = _array(value, key)
     if arr.dtype != np.uint8:
         raise WireError(key, f"expected uint8 RGB image, got dtype {arr.dtype}")
     if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
@@ -86,17 +101,27 @@ def collect_images(obs: Mapping[str, Any]) -> dict[str, npt.NDArray[np.uint8]]:
     return images
 
 
-def _int(obs: Mapping[str, Any], key: str, default: int = 0) -> int:
+def _int(obs: Mapping[str, Any], key: str, value_range: tuple[int, int], default: int = 0, *,
+         where: str | None = None) -> int:
+    """An integer within its proto field's range (`where` names the field when it is nested)."""
+    field = where or key
     value = obs.get(key, default)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise WireError(key, f"expected an integer, got {type(value).__name__}")
-    return int(value)
+        raise WireError(field, f"expected an integer, got {type(value).__name__}")
+    number = int(value)
+    lo, hi = value_range
+    if not lo <= number <= hi:
+        raise WireError(field, f"{number} is outside the field's range {lo}..{hi}")
+    return number
 
 
 def _float(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise WireError(key, f"expected a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError) as exc:  # e.g. an integer beyond float range
+        raise WireError(key, f"not representable as a float ({exc})") from None
 
 
 def request_from_dict(
@@ -124,7 +149,10 @@ def request_from_dict(
     if picked_prompt is not None:
         prompt_key, prompt_value = picked_prompt
         if isinstance(prompt_value, bytes):
-            prompt_value = prompt_value.decode("utf-8", errors="strict")
+            try:
+                prompt_value = prompt_value.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as exc:
+                raise WireError(prompt_key, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
         if not isinstance(prompt_value, str):
             raise WireError(prompt_key, f"expected a string, got {type(prompt_value).__name__}")
         prompt = prompt_value
@@ -148,23 +176,21 @@ def request_from_dict(
     observation.state.CopyFrom(numpy_to_tensor(state))
     observation.prompt = prompt
     observation.timestamp = _float(obs.get("timestamp", 0.0), "timestamp")
-    observation.episode_index = _int(obs, "episode_index")
-    observation.step_index = _int(obs, "step_index")
+    observation.episode_index = _int(obs, "episode_index", INT64_RANGE)
+    observation.step_index = _int(obs, "step_index", INT64_RANGE)
     rtc = obs.get("rtc")
     if rtc is not None:
         if not isinstance(rtc, Mapping) or "previous_chunk_remainder" not in rtc:
             raise WireError("rtc", "expected a dict with 'previous_chunk_remainder' and 'inference_delay_steps'")
-        remainder = np.asarray(rtc["previous_chunk_remainder"])
+        remainder = _array(rtc["previous_chunk_remainder"], "rtc.previous_chunk_remainder")
         if remainder.dtype not in (np.float32, np.float64):
             raise WireError("rtc.previous_chunk_remainder", f"expected float array, got {remainder.dtype}")
         observation.rtc.previous_chunk_remainder.CopyFrom(numpy_to_tensor(remainder.astype(np.float32)))
-        observation.rtc.inference_delay_steps = _int(rtc, "inference_delay_steps")
-        observation.rtc.execution_horizon = _int(rtc, "execution_horizon")
+        observation.rtc.inference_delay_steps = _int(rtc, "inference_delay_steps", INT32_RANGE,
+                                                     where="rtc.inference_delay_steps")
+        observation.rtc.execution_horizon = _int(rtc, "execution_horizon", INT32_RANGE, where="rtc.execution_horizon")
     if obs.get("noise_seed") is not None:
-        seed = _int(obs, "noise_seed")
-        if seed < 0:
-            raise WireError("noise_seed", f"must be >= 0, got {seed}")
-        request.noise_seed = seed
+        request.noise_seed = _int(obs, "noise_seed", UINT64_RANGE)
     return request
 
 

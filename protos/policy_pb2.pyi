@@ -485,6 +485,43 @@ class NormReport(_message.Message):
 Global___NormReport: _TypeAlias = NormReport  # noqa: Y015
 
 @_typing.final
+class ModelIdentity(_message.Message):
+    """What the actions of a chunk come from. Two answers with the same weight_hash, policy_config_digest and
+    norm_stats_digest come from the same model; a different server_instance_id alone means the same model was
+    restarted (or another replica answered).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEIGHT_HASH_FIELD_NUMBER: _builtins.int
+    POLICY_CONFIG_DIGEST_FIELD_NUMBER: _builtins.int
+    NORM_STATS_DIGEST_FIELD_NUMBER: _builtins.int
+    SERVER_INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    weight_hash: _builtins.str
+    """sha256 of the weights (for the dataset policy: the dataset's fingerprint), as PolicyMetadata.weight_hash."""
+    policy_config_digest: _builtins.str
+    """sha256 of the canonical JSON of the policy's serving config (policy_config.json for Pi0.5); "" if none."""
+    norm_stats_digest: _builtins.str
+    """sha256 of the canonical JSON of the normalization stats, as NormStats.digest; "" without stats."""
+    server_instance_id: _builtins.str
+    """Random id drawn when the server process started serving; changes on every restart."""
+    def __init__(
+        self,
+        *,
+        weight_hash: _builtins.str = ...,
+        policy_config_digest: _builtins.str = ...,
+        norm_stats_digest: _builtins.str = ...,
+        server_instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["norm_stats_digest", b"norm_stats_digest", "policy_config_digest", b"policy_config_digest", "server_instance_id", b"server_instance_id", "weight_hash", b"weight_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelIdentity: _TypeAlias = ModelIdentity  # noqa: Y015
+
+@_typing.final
 class InferResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -497,6 +534,7 @@ class InferResponse(_message.Message):
     NORM_REPORT_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
     observation_timestamp: _builtins.float
     """The Observation.timestamp this chunk answers."""
     episode_index: _builtins.int
@@ -516,6 +554,12 @@ class InferResponse(_message.Message):
     def norm_report(self) -> Global___NormReport: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Warning]: ...
+    @_builtins.property
+    def identity(self) -> Global___ModelIdentity:
+        """The model that produced this chunk. Carried in every response so that a client notices a server restarted
+        with another checkpoint between two chunks, not only at connect.
+        """
+
     def __init__(
         self,
         *,
@@ -528,10 +572,11 @@ class InferResponse(_message.Message):
         norm_report: Global___NormReport | None = ...,
         warnings: _abc.Iterable[Global___Warning] | None = ...,
         replica: _builtins.str = ...,
+        identity: Global___ModelIdentity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "norm_report", b"norm_report", "timing", b"timing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "identity", b"identity", "norm_report", b"norm_report", "timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "episode_index", b"episode_index", "norm_report", b"norm_report", "observation_timestamp", b"observation_timestamp", "replica", b"replica", "request_id", b"request_id", "step_index", b"step_index", "timing", b"timing", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "episode_index", b"episode_index", "identity", b"identity", "norm_report", b"norm_report", "observation_timestamp", b"observation_timestamp", "replica", b"replica", "request_id", b"request_id", "step_index", b"step_index", "timing", b"timing", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -712,7 +757,10 @@ class PreprocessingSpec(_message.Message):
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     STATE_BINS_FIELD_NUMBER: _builtins.int
     image_resize: _builtins.str
-    """"resize_with_pad" (openpi), "center_crop", or "none" (send at the size in CameraSpec)."""
+    """"resize_with_pad" (openpi: PIL on uint8), "resize_with_pad_torch" (LeRobot: torch bilinear on float [0, 1]),
+    "center_crop", or "none" (send at the size in CameraSpec). A server that announces image_height/width fits
+    frames of another size itself with this method.
+    """
     image_height: _builtins.int
     image_width: _builtins.int
     state_bins: _builtins.int
@@ -756,6 +804,7 @@ class PolicyMetadata(_message.Message):
     MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     KNOWN_PROMPTS_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
     policy_type: _builtins.str
     """"dataset", "pi05", ..."""
     model_id: _builtins.str
@@ -793,6 +842,10 @@ class PolicyMetadata(_message.Message):
     def known_prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prompts the policy was trained on, if known (the dataset policy lists the dataset's tasks)."""
 
+    @_builtins.property
+    def identity(self) -> Global___ModelIdentity:
+        """The same identity every InferResponse carries (the client's reference at connect)."""
+
     def __init__(
         self,
         *,
@@ -815,10 +868,11 @@ class PolicyMetadata(_message.Message):
         max_request_bytes: _builtins.int = ...,
         known_prompts: _abc.Iterable[_builtins.str] | None = ...,
         protocol_version: _builtins.int = ...,
+        identity: Global___ModelIdentity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["norm_stats", b"norm_stats", "preprocessing", b"preprocessing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "norm_stats", b"norm_stats", "preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_delta_mask", b"action_delta_mask", "action_dim", b"action_dim", "action_gripper_mask", b"action_gripper_mask", "action_horizon", b"action_horizon", "action_names", b"action_names", "cameras", b"cameras", "control_fps", b"control_fps", "known_prompts", b"known_prompts", "max_request_bytes", b"max_request_bytes", "model_id", b"model_id", "norm_stats", b"norm_stats", "policy_type", b"policy_type", "preprocessing", b"preprocessing", "protocol_version", b"protocol_version", "server_version", b"server_version", "state_dim", b"state_dim", "state_names", b"state_names", "supports_rtc", b"supports_rtc", "weight_hash", b"weight_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_delta_mask", b"action_delta_mask", "action_dim", b"action_dim", "action_gripper_mask", b"action_gripper_mask", "action_horizon", b"action_horizon", "action_names", b"action_names", "cameras", b"cameras", "control_fps", b"control_fps", "identity", b"identity", "known_prompts", b"known_prompts", "max_request_bytes", b"max_request_bytes", "model_id", b"model_id", "norm_stats", b"norm_stats", "policy_type", b"policy_type", "preprocessing", b"preprocessing", "protocol_version", b"protocol_version", "server_version", b"server_version", "state_dim", b"state_dim", "state_names", b"state_names", "supports_rtc", b"supports_rtc", "weight_hash", b"weight_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

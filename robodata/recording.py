@@ -5,13 +5,16 @@ The reader lists complete episodes. Incomplete ones (the recorder stopped or was
 `end_episode`) are reported in the notes and, with `include_incomplete=True`, exposed cut to the frames
 known to be fully written. Timestamps are stored as given (seconds on any clock, strictly increasing); the
 reader presents them relative to the episode's first frame, as `robodata.dataset.Episode` requires.
+
+Episodes that ended early (`outcome: aborted`) are listed like the others (their frames are real data) and named
+with their reason in the notes; `episode_outcome(index)` and `aborted` say how each ended.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from robodata.dataset import (
     FeatureSpec,
 )
 from robodata.recording_layout import (
+    EPISODE_ABORTED,
+    EPISODE_COMPLETED,
     EPISODES_GROUP,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -40,8 +45,11 @@ from robodata.recording_layout import (
 from robodata.recording_writer import EpisodeSummary, RecordingWriter
 
 __all__ = [
+    "EPISODE_ABORTED",
+    "EPISODE_COMPLETED",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "EpisodeOutcome",
     "EpisodeSummary",
     "RecordingDataset",
     "RecordingOptions",
@@ -67,11 +75,36 @@ class RecordingOptions:
 
 
 @dataclass(frozen=True)
+class EpisodeOutcome:
+    """How a recorded episode ended: EPISODE_COMPLETED, or EPISODE_ABORTED with the reason it was stopped."""
+
+    outcome: str = EPISODE_COMPLETED
+    reason: str = ""
+
+    @property
+    def aborted(self) -> bool:
+        return self.outcome == EPISODE_ABORTED
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> EpisodeOutcome:
+        """Read from episode attrs; an episode written before outcomes existed is completed, and an outcome this
+        reader does not know is read as aborted (never as a clean run)."""
+        outcome = attrs.get("outcome", EPISODE_COMPLETED)
+        reason = str(attrs.get("reason", "") or "")
+        if outcome == EPISODE_COMPLETED:
+            return cls()
+        if outcome == EPISODE_ABORTED:
+            return cls(EPISODE_ABORTED, reason)
+        return cls(EPISODE_ABORTED, f"unknown outcome {outcome!r}" + (f": {reason}" if reason else ""))
+
+
+@dataclass(frozen=True)
 class _EpisodeEntry:
     index: int
     task: str
     length: int
     complete: bool
+    outcome: EpisodeOutcome = field(default_factory=EpisodeOutcome)
 
 
 class RecordingDataset(Dataset):
@@ -89,6 +122,9 @@ class RecordingDataset(Dataset):
             raise DatasetError(f"{where}: cannot open as a zarr group: {err}") from err
         self.spec = RecordingSpec.from_attrs(dict(self._root.attrs), where)
         notes: list[str] = []
+        # Every aborted episode found, listed or not (an aborted episode with no frames is not listed): index ->
+        # reason.
+        self.aborted: dict[int, str] = {}
         entries = self._scan(notes)
         if self.options.episodes is not None:
             wanted = sorted(set(int(e) for e in self.options.episodes))
@@ -169,6 +205,9 @@ class RecordingDataset(Dataset):
                 notes.append(f"{name} has no valid 'length' attribute ({length!r}); skipped")
                 continue
             task = str(attrs.get("task", ""))
+            outcome = EpisodeOutcome.from_attrs(attrs)
+            if outcome.aborted:
+                self.aborted[index] = outcome.reason
             if complete:
                 bad = {k: v for k, v in lengths.items() if v != length}
                 if bad:
@@ -179,13 +218,13 @@ class RecordingDataset(Dataset):
                 if length == 0:
                     notes.append(f"{name} is complete but empty; skipped")
                     continue
-                entries[index] = _EpisodeEntry(index, task, length, True)
+                entries[index] = _EpisodeEntry(index, task, length, True, outcome)
                 continue
             usable = min([length, *(v for v in lengths.values())]) if lengths else 0
             usable = max(usable, 0)
             dropped = attrs.get("dropped_frames", 0)
             if self.options.include_incomplete and usable > 0:
-                entries[index] = _EpisodeEntry(index, task, usable, False)
+                entries[index] = _EpisodeEntry(index, task, usable, False, outcome)
                 incomplete.append(f"episode {index} ({usable} written frames recovered)")
             else:
                 how = (
@@ -199,6 +238,11 @@ class RecordingDataset(Dataset):
         if incomplete:
             notes.append(
                 "incomplete episodes (recording stopped before end_episode): " + "; ".join(incomplete)
+            )
+        if self.aborted:
+            notes.append(
+                "aborted episodes (stopped early): "
+                + "; ".join(f"episode {i}: {reason}" for i, reason in sorted(self.aborted.items()))
             )
         return entries
 
@@ -228,6 +272,10 @@ class RecordingDataset(Dataset):
     def episode_meta(self, index: int) -> EpisodeMeta:
         entry = self._entry(index)
         return EpisodeMeta(index=entry.index, length=entry.length, task=entry.task)
+
+    def episode_outcome(self, index: int) -> EpisodeOutcome:
+        """How a listed episode ended (completed, or aborted with the reason)."""
+        return self._entry(index).outcome
 
     def _read(self, group: zarr.Group, key: str, length: int) -> npt.NDArray[Any]:
         node = group.get(key)
@@ -268,5 +316,6 @@ class RecordingDataset(Dataset):
         return self._read(self._episode_group(entry.index), "timestamp", entry.length).astype(np.float64)
 
     def episode_attrs(self, index: int) -> dict[str, Any]:
-        """The stored episode attributes (task, complete, length, dropped_frames, started/ended_unix)."""
+        """The stored episode attributes (task, complete, length, dropped_frames, started/ended_unix, outcome,
+        reason)."""
         return dict(self._episode_group(self._entry(index).index).attrs)

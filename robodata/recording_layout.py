@@ -6,10 +6,15 @@ Layout (one directory):
 - `episodes/episode_000000/` (one group per episode) with arrays chunked along time:
   `timestamp` [T] f64, `state` [T, Ds] f32, `action` [T, Da] f32, `images/<cam>` [T, H, W, 3] uint8,
   optional `extras/<name>` [T, ...] (shape and dtype fixed by the episode's first frame);
-  attrs {task, complete, length, dropped_frames, started_unix, ended_unix}.
+  attrs {task, complete, length, dropped_frames, started_unix, ended_unix, outcome, reason}.
 
 `length` counts only frames known to be on disk and `complete: true` is written after everything else, so a
 store cut off at any moment still says exactly what it holds (see `robodata.recording_writer`).
+
+`complete` says the data is all on disk; `outcome` says how the episode itself ended: "completed" (it ran its
+course) or "aborted" (it was stopped early: a refused first action, another model answering, the policy server
+lost, a robot fault, an e-stop), with `reason` naming why. Both are written when the episode ends; an episode
+written before `outcome` existed reads as completed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ FORMAT_VERSION = 1
 EPISODES_GROUP = "episodes"
 EPISODE_RE = re.compile(r"^episode_(\d{6})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+EPISODE_COMPLETED = "completed"
+EPISODE_ABORTED = "aborted"
+OUTCOMES = (EPISODE_COMPLETED, EPISODE_ABORTED)
+
+
+def check_outcome(outcome: str, reason: str, where: str) -> None:
+    """An episode outcome must be one of OUTCOMES, and an aborted episode must say why."""
+    if outcome not in OUTCOMES:
+        raise DatasetError(f"{where}: episode outcome must be one of {list(OUTCOMES)}, got {outcome!r}")
+    if outcome == EPISODE_ABORTED and not reason.strip():
+        raise DatasetError(f"{where}: an aborted episode needs a non-empty reason")
 
 
 def episode_group_name(index: int) -> str:

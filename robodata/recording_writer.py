@@ -34,10 +34,12 @@ from zarr.codecs import BloscCodec
 
 from robodata.dataset import DatasetError, ImageArray
 from robodata.recording_layout import (
+    EPISODE_COMPLETED,
     EPISODES_GROUP,
     FORMAT_NAME,
     NAME_RE,
     RecordingSpec,
+    check_outcome,
     episode_group_name,
     existing_indices,
 )
@@ -53,6 +55,8 @@ class EpisodeSummary:
     length: int
     dropped_frames: int
     complete: bool
+    outcome: str = EPISODE_COMPLETED
+    reason: str = ""
 
 
 # ---- queue items -------------------------------------------------------------------------------------
@@ -80,6 +84,8 @@ class _End:
     index: int
     dropped: int
     complete: bool
+    outcome: str = EPISODE_COMPLETED
+    reason: str = ""
     done: threading.Event = field(default_factory=threading.Event)
     summary: EpisodeSummary | None = None
 
@@ -185,10 +191,12 @@ class _EpisodeSink:
                 "length": self.length,
                 "dropped_frames": self.dropped,
                 "ended_unix": time.time(),
+                "outcome": end.outcome,
+                "reason": end.reason,
                 "complete": end.complete,
             }
         )
-        return EpisodeSummary(self.index, self.length, self.dropped, end.complete)
+        return EpisodeSummary(self.index, self.length, self.dropped, end.complete, end.outcome, end.reason)
 
 
 class RecordingWriter:
@@ -397,12 +405,15 @@ class RecordingWriter:
                 out[name] = arr.astype(dtype)
         return out
 
-    def end_episode(self, complete: bool = True) -> EpisodeSummary:
-        """Write the rest of the episode, mark it complete (or not), and wait until it is on disk."""
+    def end_episode(self, complete: bool = True, *, outcome: str = EPISODE_COMPLETED,
+                    reason: str = "") -> EpisodeSummary:
+        """Write the rest of the episode, mark it complete (or not) with how it ended (`outcome`, and for an
+        aborted one the `reason`), and wait until it is on disk."""
         self._check_alive()
         if self._current is None:
             raise DatasetError(f"{self.path}: end_episode() without an open episode")
-        end = _End(self._current, self._dropped, complete)
+        check_outcome(outcome, reason, f"{self.path}: episode {self._current}")
+        end = _End(self._current, self._dropped, complete, outcome, reason)
         self._current = None
         self._queue.put(end)
         end.done.wait()
@@ -460,7 +471,7 @@ class RecordingWriter:
                     if self._error is None and sink is not None:
                         item.summary = sink.finish(item)
                     else:
-                        item.summary = EpisodeSummary(item.index, 0, item.dropped, False)
+                        item.summary = EpisodeSummary(item.index, 0, item.dropped, False, item.outcome, item.reason)
                 except BaseException as err:  # reported to the caller by end_episode/append/close
                     self._error = err
                     logger.exception("%s: failed to finish episode %d", self.path, item.index)

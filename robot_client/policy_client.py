@@ -2,10 +2,16 @@
 
 Drop-in for openpi's `WebsocketClientPolicy` (`infer(obs) -> {"actions": [H, D], ...}`), over typed gRPC, with:
 - metadata fetched at connect (camera sizes, joint names, horizon) and used to fit images whose size differs with
-  the method it names (`policy_norm.image_fit.fit_image`; resize_with_pad is openpi training's, pixel for pixel);
+  the method it names (`policy_norm.image_fit.fit_image`: resize_with_pad is openpi training's, pixel for pixel;
+  resize_with_pad_torch is LeRobot's rounded to uint8, within half a level; with `resize_images=False` a Pi0.5
+  server fits full frames itself, exactly);
 - per-call deadlines, retries with exponential backoff on UNAVAILABLE (server restarting), and typed errors:
   `PolicyRequestError` (bad observation, names the field), `PolicyServerUnavailable`, `PolicyTimeout`;
 - an optional persistent bidirectional stream for lower latency;
+- the model checked on every chunk and after every reconnect: each response carries the server's model identity
+  (weights, serving config and stats digests, server instance id), compared with the one read at connect; another
+  model raises `ModelChangedError` naming both (unless `allow_model_swap`), before any of its actions is used; a
+  restart of the same model (only the instance id changes) is logged and accepted;
 - raw or JPEG image encoding (JPEG for slow links), optional TLS and bearer token.
 It never hides a failure: callers (the chunk scheduler) decide to hold the arm when an exception comes out.
 """
@@ -31,9 +37,15 @@ from policy_norm.image_fit import fit_image, resize_method_from_metadata
 from protos import policy_pb2 as pb
 from protos import policy_pb2_grpc as pb_grpc
 from protos.codec import WireError
-from protos.dicts import request_from_dict, response_to_dict
+from protos.dicts import message_to_dict, request_from_dict, response_to_dict
 from protos.malloc_tuning import tune_malloc_for_large_messages
-from robot_client.replicas import ReplicaError, check_interchangeable, parse_target
+from robot_client.replicas import (
+    ReplicaError,
+    check_interchangeable,
+    describe_identity,
+    model_changes,
+    parse_target,
+)
 
 log = logging.getLogger(__name__)
 ERROR_FIELD_KEY = "x-error-field"
@@ -69,6 +81,22 @@ class PolicyServerError(PolicyClientError):
         self.code = code
 
 
+class ModelChangedError(PolicyClientError):
+    """The server answered with another model than the one the run started with (a server restarted with another
+    checkpoint, config or stats). Names the fields that changed and both identities in full."""
+
+    def __init__(self, old: pb.ModelIdentity, new: pb.ModelIdentity, changed: list[str]) -> None:
+        super().__init__(
+            f"the policy server now serves another model ({', '.join(changed)} changed): weight_hash "
+            f"{old.weight_hash or '-'} -> {new.weight_hash or '-'}; was [{describe_identity(old)}], now "
+            f"[{describe_identity(new)}]. Its actions are not used; restart the run against the intended model, or "
+            "pass --allow-model-swap to accept a swap"
+        )
+        self.old = old
+        self.new = new
+        self.changed = tuple(changed)
+
+
 @dataclass(frozen=True)
 class GrpcPolicyConfig:
     target: str = "127.0.0.1:50051"
@@ -87,6 +115,10 @@ class GrpcPolicyConfig:
     token: str | None = None
     tls_root_cert: Path | None = None
     tls_server_name: str | None = None
+    # Accept a response from another model than the one at connect (logged, and adopted as the new reference)
+    # instead of raising ModelChangedError. The metadata read at connect (cameras, names, horizon) stays in use:
+    # a swap is for a model that takes the same observations.
+    allow_model_swap: bool = False
 
 
 def _status_error(exc: grpc.RpcError) -> PolicyClientError:
@@ -184,6 +216,12 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
         self._channel = self._open_channel(self._replicas.channel_target, self._replicas.service_config())
         self._stub = pb_grpc.PolicyServiceStub(self._channel)
         self._metadata = self._fetch_metadata(self.config.connect_timeout_s)
+        # The model every response must come from, and the server instances seen serving it.
+        self._identity = pb.ModelIdentity()
+        self._identity.CopyFrom(self._metadata.identity)
+        self._instances = {self._identity.server_instance_id}
+        # Set when a call lost the server: the next call first re-reads the metadata and checks the model.
+        self._reconnecting = False
 
     # -- connection -------------------------------------------------------------------------------------------
     def _check_replicas(self) -> None:
@@ -249,18 +287,50 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
 
     def get_server_metadata(self) -> dict[str, Any]:
         """Metadata as a plain dict (openpi's WebsocketClientPolicy API)."""
-        from protos.dicts import message_to_dict
-
         return message_to_dict(self._metadata)
 
     @property
     def metadata(self) -> pb.PolicyMetadata:
         return self._metadata
 
+    @property
+    def identity(self) -> pb.ModelIdentity:
+        """The model responses are checked against (the one at connect, or the last accepted swap)."""
+        return self._identity
+
+    def check_identity(self, identity: pb.ModelIdentity) -> None:
+        """Raise ModelChangedError when `identity` names another model than the reference (unless swaps are
+        allowed: then it becomes the reference); a new server instance of the same model is logged once."""
+        changed = model_changes(self._identity, identity)
+        if changed:
+            error = ModelChangedError(self._identity, identity, changed)
+            if not self.config.allow_model_swap:
+                raise error
+            log.warning("%s; continuing with the new model (model swaps allowed)", error)
+            self._identity = pb.ModelIdentity()
+            self._identity.CopyFrom(identity)
+            self._instances = {identity.server_instance_id}
+            return
+        if identity.server_instance_id not in self._instances:
+            self._instances.add(identity.server_instance_id)
+            log.info("policy server instance %s serves the same model (weight_hash %s); continuing",
+                     identity.server_instance_id or "-", identity.weight_hash or "-")
+
+    def _check_reconnected_server(self) -> None:
+        """After the server was lost: re-read its metadata and check its model before the next request."""
+        try:
+            metadata: pb.PolicyMetadata = self._stub.GetMetadata(
+                pb.GetMetadataRequest(), timeout=self.config.timeout_s, metadata=self._call_metadata
+            )
+        except grpc.RpcError as exc:
+            raise _status_error(exc) from None
+        self.check_identity(metadata.identity)
+
     # -- inference --------------------------------------------------------------------------------------------
     def prepare_image(self, name: str, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """Fit one camera's frame to the size the metadata announces, with the method it names (openpi training
-        parity for resize_with_pad); a camera the metadata does not list is sent as it is."""
+        parity for resize_with_pad, LeRobot's within half a uint8 level for resize_with_pad_torch); a camera the
+        metadata does not list is sent as it is."""
         target = next(((c.height, c.width) for c in self._metadata.cameras if c.name == name), None)
         if target is None:
             return rgb
@@ -283,7 +353,8 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
             raise PolicyRequestError(exc.field, str(exc)) from None
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
-        """Send one observation; return {"actions": float32 [H, D], timings, norm_report, warnings}."""
+        """Send one observation; return {"actions": float32 [H, D], timings, norm_report, warnings, model_identity}
+        (ModelChangedError when another model answered)."""
         t0 = time.perf_counter()
         request = self.build_request(obs)
         t_built = time.perf_counter()
@@ -295,26 +366,37 @@ class GrpcPolicy(base_policy.BasePolicy):  # type: ignore[misc]  # openpi_client
             "round_trip_ms": (t_done - t_built) * 1e3,
             "total_ms": (t_done - t0) * 1e3,
         }
+        result["model_identity"] = message_to_dict(response.identity)
         for warning in result["warnings"]:
             log.warning("server warning %s at %s: %s", warning["code"], warning["field"], warning["message"])
         return result
 
     def infer_request(self, request: pb.InferRequest) -> pb.InferResponse:
-        """Send a prebuilt request with deadline and retries; typed errors on failure."""
+        """Send a prebuilt request with deadline and retries; typed errors on failure. The response's model is
+        checked before it is returned (ModelChangedError), and after a lost server also the metadata's."""
         with self._lock:
             delay = self.config.backoff_initial_s
             for attempt in range(self.config.retries + 1):
                 try:
+                    if self._reconnecting:
+                        self._check_reconnected_server()
+                        self._reconnecting = False
+                    response: pb.InferResponse
                     if self.config.streaming:
-                        return self._infer_stream(request)
-                    response: pb.InferResponse = self._stub.Infer(
-                        request, timeout=self.config.timeout_s, metadata=self._call_metadata
-                    )
+                        response = self._infer_stream(request)
+                    else:
+                        response = self._stub.Infer(request, timeout=self.config.timeout_s,
+                                                    metadata=self._call_metadata)
+                    self.check_identity(response.identity)
                     return response
+                except ModelChangedError:
+                    raise
                 except grpc.RpcError as exc:
                     err = _status_error(exc)
-                except PolicyServerUnavailable as exc:
+                except PolicyClientError as exc:
                     err = exc
+                if not isinstance(err, PolicyRequestError):  # the server may be another one when it answers again
+                    self._reconnecting = True
                 if not isinstance(err, PolicyServerUnavailable) or attempt == self.config.retries:
                     raise err
                 log.warning("policy server unavailable (%s); retry %d/%d in %.2f s",

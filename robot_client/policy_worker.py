@@ -4,7 +4,9 @@ It builds the observation from the servo loop's latest joint state and the camer
 when the scheduler asks for them), and hands the chunk to the scheduler with its observation, send and arrival
 times, so the scheduler can align it and drop what arrived too late. A failing or unreachable server never
 blocks the servo loop: the failure is counted, the worker backs off and retries, and the loop holds once its
-deadline passes.
+deadline passes. One failure is not retried: a response from another model (`ModelChangedError`). The worker
+keeps it as `abort_error`, never hands that chunk on and stops asking; the episode runner then holds the arm and
+ends the episode as aborted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy.typing as npt
 
 from robot_client.chunking import Chunk, ChunkingError, ChunkScheduler
 from robot_client.control_loop import Clock
+from robot_client.policy_client import ModelChangedError
 from robot_client.robot import JointState
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class WorkerStats:
     failures: int = 0
     last_error: str = ""
     delays: list[float] = field(default_factory=list)
+    # When (worker clock) the worker stopped asking because the episode must end (see PolicyWorker.abort_error).
+    aborted_at: float | None = None
 
 
 class PolicyWorker:
@@ -83,6 +88,8 @@ class PolicyWorker:
         self.backoff_s = backoff_s
         self.on_chunk = on_chunk
         self.stats = WorkerStats()
+        # Why the episode must end (another model answered); None while it may go on.
+        self.abort_error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -121,6 +128,12 @@ class PolicyWorker:
             self.scheduler.on_query_failed()
             self._fail(f"unusable chunk: {exc}")
             return None
+        except ModelChangedError as exc:  # never retried: every later chunk would come from that model too
+            self.stats.aborted_at = self.clock.now()
+            self.abort_error = exc
+            self.scheduler.on_query_failed()
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return None
         except Exception as exc:  # server down, timeout, refused request: the loop holds, we retry
             self.scheduler.on_query_failed()
             self._fail(f"{type(exc).__name__}: {exc}")
@@ -138,7 +151,7 @@ class PolicyWorker:
         self.stats.last_error = message
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.abort_error is None:
             if self.scheduler.needs_query(self.clock.now()):
                 if self.query_once() is None:
                     self._stop.wait(self.backoff_s)

@@ -13,7 +13,8 @@ Targets:
 Replicas must be interchangeable: before the channel is used, every listed address is asked for its metadata
 and the client refuses a set whose model, weights, horizon or joint names differ (a round-robin over two
 different checkpoints would alternate between two policies, chunk by chunk). A DNS target cannot be enumerated
-here; its replicas are checked as they answer (the response names the replica that produced it).
+here; its replicas are checked as they answer (the response names the replica that produced it, and every
+response carries the model identity the client compares with `model_changes`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,21 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# The ModelIdentity fields that name a model: a change in any of them is another model. The server instance id is
+# not among them (a restart of the same model, or another replica, changes only it).
+MODEL_FIELDS: tuple[str, ...] = ("weight_hash", "policy_config_digest", "norm_stats_digest")
+
+
+def model_changes(old: pb.ModelIdentity, new: pb.ModelIdentity) -> list[str]:
+    """The MODEL_FIELDS whose values differ between two identities (empty: the same model)."""
+    return [name for name in MODEL_FIELDS if getattr(old, name) != getattr(new, name)]
+
+
+def describe_identity(identity: pb.ModelIdentity) -> str:
+    """One line naming a model identity, every digest in full (so two of them can be compared by eye)."""
+    return ", ".join(f"{name} {getattr(identity, name) or '-'}" for name in (*MODEL_FIELDS, "server_instance_id"))
+
+
 # What must agree between replicas, with a readable name for the error.
 _IDENTITY: tuple[tuple[str, Callable[[pb.PolicyMetadata], object]], ...] = (
     ("model_id", lambda m: m.model_id),
@@ -98,6 +114,9 @@ _IDENTITY: tuple[tuple[str, Callable[[pb.PolicyMetadata], object]], ...] = (
     ("action_names", lambda m: tuple(m.action_names)),
     ("state_names", lambda m: tuple(m.state_names)),
     ("cameras", lambda m: tuple((c.name, c.height, c.width) for c in m.cameras)),
+    # Last: a config or stats difference the readable fields above do not already name.
+    ("identity.policy_config_digest", lambda m: m.identity.policy_config_digest),
+    ("identity.norm_stats_digest", lambda m: m.identity.norm_stats_digest),
 )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.joint_names import joint_name_mismatch
 from robot_client.backends import RigOptions, RobotBackend, register_backend
 from robot_client.config import RobotConfig
 from robot_client.control_loop import Clock, WallClock
@@ -151,10 +152,6 @@ register_backend(RobotBackend(
 
 def check_names(robot_names: Sequence[str], policy_names: Sequence[str], what: str) -> None:
     """The policy's joint order must be the robot's, by name: a silent reorder sends joint3's action to joint4."""
-    if tuple(robot_names) == tuple(policy_names):
-        return
-    missing = [n for n in policy_names if n not in robot_names]
-    extra = [n for n in robot_names if n not in policy_names]
-    detail = f"policy {what} names missing on the robot: {missing}; robot joints the policy lacks: {extra}" \
-        if missing or extra else f"same names, different order: policy {list(policy_names)}, robot {list(robot_names)}"
-    raise RigError(f"{what} names do not match the robot config: {detail}")
+    problem = joint_name_mismatch(robot_names, policy_names, what)
+    if problem is not None:
+        raise RigError(problem)

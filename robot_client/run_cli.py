@@ -7,6 +7,11 @@ Before anything moves: the policy's joint and camera names are checked against t
 action is checked against the measured state, and (real arms) `--robot yam` requires `--i-understand-this-moves-
 the-arm` unless `--dry-run`. A status line is printed once a second; e-stop with `kill -USR1 <pid>` or by typing
 'e' + Enter.
+
+An episode that cannot go on (first action refused, another model answering, server lost past `--hold-timeout`,
+a robot fault) ends with the arm holding, is recorded as aborted with its reason, and the reason is printed. A
+refused first action only skips its episode (the arm never moved); any other abort ends the run. Exit status:
+0 every episode completed, 1 e-stopped (or nothing ran), 3 an episode was aborted, 2 real arms not confirmed.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from robot_client.policy_worker import ChunkRecord
 from robot_client.rig import Rig, check_names
 from robot_client.run_recorder import RecorderSpec, RunRecorder
 from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
-from robot_client.safety import EStop
+from robot_client.safety import EStop, FirstActionError
 
 if TYPE_CHECKING:
     from replay.view.live import LiveLogger
 
 log = logging.getLogger("robot_client")
+
+# Exit status of a run in which an episode was aborted (see the module docstring).
+EXIT_ABORTED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="compute commands but never send them")
     parser.add_argument("--allow-far-start", action="store_true",
                         help="ramp slowly to a first action beyond the safety threshold instead of refusing")
+    parser.add_argument("--allow-model-swap", action="store_true",
+                        help="keep going when the server starts answering with another model (other weights, "
+                             "config or stats) instead of holding and aborting the episode")
+    parser.add_argument("--hold-timeout", type=float, default=10.0,
+                        help="abort the episode when the arm has held this many seconds past the deadline for "
+                             "lack of a usable chunk (server lost)")
     parser.add_argument("--record", type=Path,
                         help="record the run (a dataset at the policy rate, with commands, chunks, reports) to zarr")
     parser.add_argument("--compare-dataset", type=Path,
@@ -119,6 +133,16 @@ class SessionResult:
     prompts: list[str] = field(default_factory=list)
     estopped: bool = False
 
+    @property
+    def aborted(self) -> list[EpisodeReport]:
+        """The episodes that ended early, e-stopped ones included (each says why)."""
+        return [r for r in self.reports if r.aborted]
+
+    def exit_code(self) -> int:
+        if not self.reports or self.estopped:
+            return 1
+        return EXIT_ABORTED if self.aborted else 0
+
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -127,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     except ArmsNotConfirmed as exc:
         print(exc, file=sys.stderr)
         return 2
-    return 0 if result.reports and not result.estopped else 1
+    for report in result.aborted:
+        print(f"episode {report.index} aborted: {report.reason}", file=sys.stderr)
+    return result.exit_code()
 
 
 def run_session(args: argparse.Namespace) -> SessionResult:
@@ -142,7 +168,7 @@ def run_session(args: argparse.Namespace) -> SessionResult:
         config = replace(config, calibration=str(args.calibration.resolve()))
     token = args.token_file.read_text().strip() if args.token_file else None
     policy = GrpcPolicy(GrpcPolicyConfig(target=args.server, streaming=True, token=token,
-                                         tls_root_cert=args.tls_root_cert))
+                                         tls_root_cert=args.tls_root_cert, allow_model_swap=args.allow_model_swap))
     md = policy.metadata
     check_names(config.joint_names, md.state_names, "state")
     check_names(config.joint_names, md.action_names, "action")
@@ -152,7 +178,8 @@ def run_session(args: argparse.Namespace) -> SessionResult:
                               refill_threshold=args.refill if args.refill is not None else md.action_horizon // 2,
                               blend_steps=args.blend)
     options = EpisodeOptions(chunking=chunking, duration_s=args.seconds, prompt=prompts[0],
-                             dry_run=args.dry_run, allow_far_start=args.allow_far_start)
+                             dry_run=args.dry_run, allow_far_start=args.allow_far_start,
+                             hold_timeout_s=args.hold_timeout)
     estop = EStop()
     if threading.current_thread() is threading.main_thread():
         estop.install_signal()
@@ -195,9 +222,9 @@ def run_session(args: argparse.Namespace) -> SessionResult:
                     viewer.log_tick(record)
 
             report = run_episode(rig, policy, replace(options, prompt=prompt), i, estop=estop, on_chunk=on_chunk,
-                                 on_tick=on_tick)
+                                 on_tick=on_tick, raise_on_abort=False)
             if recorder is not None:
-                recorder.end_episode()
+                recorder.end_episode(report.outcome, report.reason)
             print()
             print(report.summary())
             result.reports.append(report)
@@ -205,6 +232,10 @@ def run_session(args: argparse.Namespace) -> SessionResult:
             if estop.active:
                 result.estopped = True
                 break
+            if report.aborted:
+                print(f"episode {i} aborted: {report.reason}")
+                if not isinstance(report.error, FirstActionError):  # the arm moved or the policy is unusable
+                    break
     finally:
         if recorder is not None:
             recorder.close()

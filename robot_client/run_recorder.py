@@ -14,7 +14,9 @@ recent ones sent to the policy). What a demonstration does not have goes to per-
 - `live_ref` [2] (episode, frame of the nearest demonstration, -1 when not compared) and `live_chunk_l1` [D]
   (per-joint error of the live chunk against that frame's ground truth), when a comparison dataset is given.
 
-Frames are appended from the servo loop's tick callback; the writer queues them and never blocks the loop.
+Frames are appended from the servo loop's tick callback; the writer queues them and never blocks the loop. An
+episode that ended early is still written in full and marked `outcome: aborted` with its reason in the episode's
+attributes (`robodata.recording_layout`), so replay and the oracle see what happened and why it stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from robodata.recording_layout import RecordingSpec
+from robodata.recording_layout import EPISODE_COMPLETED, RecordingSpec
 from robodata.recording_writer import RecordingWriter
 from robot_client.control_loop import TickRecord
 from robot_client.live_compare import LiveComparison
@@ -148,8 +150,9 @@ class RunRecorder:
         )
         self.frames += 1
 
-    def end_episode(self) -> None:
-        self.writer.end_episode()
+    def end_episode(self, outcome: str = EPISODE_COMPLETED, reason: str = "") -> None:
+        """Close the episode with how it ended (`robodata.recording_layout.OUTCOMES`) and why, when aborted."""
+        self.writer.end_episode(outcome=outcome, reason=reason)
 
     def close(self) -> None:
         self.writer.close()

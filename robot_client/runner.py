@@ -7,6 +7,14 @@ Sequence per episode:
 3. run the servo loop for the episode length with the policy worker refilling the scheduler; holds and resumes
    happen inside the loop on server loss;
 4. stop the worker, bring the arm to rest, and report timing, chunking and safety events.
+
+An episode that cannot go on ends early as `aborted`, with the arm holding and the reason in the report: the
+first-action guard refused, no first chunk came, the ramp did not finish, another model answered
+(`ModelChangedError`), no usable chunk came for longer than `hold_timeout_s` past the deadline (server lost), or
+the robot faulted (e.g. a tracking error). The stop goes through the loop's own hold (the servo's jerk-limited
+stop, as on server loss); a faulted robot is already held by its backend. By default the cause is then re-raised
+for the caller; `raise_on_abort=False` (the `run` CLI) returns the report instead, so an aborted episode is a
+recorded outcome, not a traceback.
 """
 
 from __future__ import annotations
@@ -18,15 +26,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robodata.recording_layout import EPISODE_ABORTED, EPISODE_COMPLETED
 from robot_client.chunking import Chunk, ChunkingConfig, make_scheduler
 from robot_client.control_loop import LoopEvents, ServoLoop, TickRecord
 from robot_client.motion_stats import MotionMeter, MotionSummary
+from robot_client.policy_client import ModelChangedError
 from robot_client.policy_worker import ChunkRecord, InferencePolicy, PolicyWorker, WorkerStats
 from robot_client.rig import Rig
-from robot_client.safety import EStop, check_first_action
+from robot_client.robot import RobotFault
+from robot_client.safety import EStop, FirstActionError, check_first_action
 from robot_client.servo import JerkLimitedServo, ServoLimits
 
 log = logging.getLogger(__name__)
+
+
+class PolicyLostError(RuntimeError):
+    """No usable chunk came from the policy for too long (server down, or every request refused)."""
+
+
+class RampNotFinishedError(RuntimeError):
+    """The slow ramp to the first action did not reach it (e-stop or timeout)."""
+
+
+# Why an episode may end early without that being a bug: each ends it as aborted with its message as the reason.
+ABORT_ERRORS: tuple[type[Exception], ...] = (FirstActionError, ModelChangedError, PolicyLostError,
+                                             RampNotFinishedError, RobotFault)
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,14 @@ class EpisodeOptions:
     dry_run: bool = False
     allow_far_start: bool = False
     first_query_timeout_s: float = 60.0
+    # Abort the episode when no usable chunk came for this long after the hold deadline passed (server lost);
+    # None holds until the episode's time is up.
+    hold_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.hold_timeout_s is not None and not self.hold_timeout_s >= 0:
+            raise ValueError(f"hold_timeout_s must be >= 0 seconds (or None: hold until the episode ends), got "
+                             f"{self.hold_timeout_s}")
 
 
 @dataclass
@@ -56,6 +88,23 @@ class EpisodeReport:
     execution_start: float = 0.0
     # Peaks of the commanded trajectory (finite differences of what was sent), ramp and rest included.
     motion: MotionSummary | None = None
+    # EPISODE_COMPLETED, or EPISODE_ABORTED with the reason (the error's message, or the e-stop's): the same words
+    # the recording stores.
+    outcome: str = EPISODE_COMPLETED
+    reason: str = ""
+    # The error that aborted the episode (None when completed or e-stopped).
+    error: Exception | None = field(default=None, repr=False)
+
+    @property
+    def aborted(self) -> bool:
+        return self.outcome == EPISODE_ABORTED
+
+    def abort(self, reason: str, error: Exception | None = None) -> None:
+        """Mark the episode aborted; the first cause wins (what followed from it is not the reason)."""
+        if self.aborted:
+            return
+        self.outcome, self.reason, self.error = EPISODE_ABORTED, reason, error
+        log.error("episode %d aborted: %s", self.index, reason)
 
     def summary(self) -> str:
         delays = np.asarray(self.worker.delays) * 1e3 if self.worker.delays else np.zeros(1)
@@ -64,7 +113,8 @@ class EpisodeReport:
                 f"{self.stale_dropped} stale actions dropped, {self.events.holds} holds / {self.events.resumes} "
                 f"resumes, {self.worker.failures} failed queries, max tracking error {self.max_tracking_error:.3f}, "
                 f"success {self.success}; loop {self.timing}"
-                + (f"; {self.motion.describe()}" if self.motion is not None else ""))
+                + (f"; {self.motion.describe()}" if self.motion is not None else "")
+                + (f"; ABORTED: {self.reason}" if self.aborted else ""))
 
 
 def run_episode(
@@ -76,7 +126,10 @@ def run_episode(
     estop: EStop | None = None,
     on_chunk: Callable[[ChunkRecord], None] | None = None,
     on_tick: Callable[[TickRecord], None] | None = None,
+    raise_on_abort: bool = True,
 ) -> EpisodeReport:
+    """Run one episode (see the module docstring). An aborted episode re-raises its cause unless
+    `raise_on_abort` is False; then the report says why (`outcome`, `reason`, `error`)."""
     robot = rig.robot
     config = robot.config
     report = EpisodeReport(index=index)
@@ -85,10 +138,19 @@ def run_episode(
     servo = JerkLimitedServo(limits, 1.0 / config.servo_hz)
     errors: list[float] = []
     meter = MotionMeter(config.joint_names, limits.velocity, limits.acceleration, limits.jerk)
+    deadline_s = config.safety.server_deadline_s
+    # Armed while the episode executes: the first tick that has waited past the deadline plus the hold timeout.
+    lost: list[PolicyLostError] = []
+    watch_loss = False
 
     def tick_hook(record: TickRecord) -> None:
         errors.append(float(np.max(np.abs(record.command.position - record.state.positions))))
         meter.add(record.time, record.command.position)
+        if (watch_loss and not lost and options.hold_timeout_s is not None
+                and record.exhausted_s > deadline_s + options.hold_timeout_s):
+            lost.append(PolicyLostError(
+                f"no usable chunk from the policy for {record.exhausted_s:.1f} s (held {options.hold_timeout_s:g} s "
+                f"past the {deadline_s:g} s deadline); last error: {worker.stats.last_error or 'none'}"))
         if on_tick is not None:
             on_tick(record)
 
@@ -100,33 +162,47 @@ def run_episode(
                           prompt=options.prompt, episode_index=index, episode_start=state.timestamp,
                           fps=options.chunking.fps, on_chunk=on_chunk)
 
-    # First chunk: the arm holds still while we wait, then the guard decides.
-    first = _first_chunk(worker, loop, options.first_query_timeout_s)
-    fresh = first.actions[0]
-    far = check_first_action(fresh, loop.latest_state.positions if loop.latest_state else state.positions,
-                             config.joint_names, config.safety.first_action_max_delta,
-                             skip=config.gripper_indices(), override=options.allow_far_start)
-    report.far_joints = [d.name for d in far]
-    vmax = float(np.max(limits.velocity))
-    if not loop.drive_to(fresh, velocity_scale=min(1.0, config.safety.ramp_velocity / vmax)):
-        raise RuntimeError("the ramp to the first action did not finish (e-stop or timeout); the arm holds")
-    # The arm waited: the first chunk starts now, and policy steps count from here.
-    now = rig.clock.now()
-    report.execution_start = now
-    worker.episode_start = now
-    scheduler.reset()
-    scheduler.on_chunk(Chunk(first.actions, now, now, now), now)
+    def must_stop() -> bool:
+        return worker.abort_error is not None or bool(lost)
 
-    worker.start()
     try:
-        loop.run_for(scheduler, options.duration_s)
+        # First chunk: the arm holds still while we wait, then the guard decides.
+        first = _first_chunk(worker, loop, options.first_query_timeout_s)
+        fresh = first.actions[0]
+        far = check_first_action(fresh, loop.latest_state.positions if loop.latest_state else state.positions,
+                                 config.joint_names, config.safety.first_action_max_delta,
+                                 skip=config.gripper_indices(), override=options.allow_far_start)
+        report.far_joints = [d.name for d in far]
+        vmax = float(np.max(limits.velocity))
+        if not loop.drive_to(fresh, velocity_scale=min(1.0, config.safety.ramp_velocity / vmax)):
+            raise RampNotFinishedError("the ramp to the first action did not finish (e-stop or timeout); the arm "
+                                       "holds")
+        # The arm waited: the first chunk starts now, and policy steps count from here.
+        now = rig.clock.now()
+        report.execution_start = now
+        worker.episode_start = now
+        scheduler.reset()
+        scheduler.on_chunk(Chunk(first.actions, now, now, now), now)
+
+        worker.start()
+        watch_loss = True
+        loop.run_for(scheduler, options.duration_s, stop=must_stop)
+        watch_loss = False
+        stop_error = worker.abort_error or (lost[0] if lost else None)
+        if stop_error is not None:
+            raise stop_error
+    except ABORT_ERRORS as exc:
+        report.abort(str(exc), exc)
     finally:
+        watch_loss = False
         worker.stop()
-        loop.servo.stop()
-        for _ in range(int(2 * config.servo_hz)):  # bring the arm to rest (at most 2 s)
-            if loop.servo.is_still():
-                break
-            loop.tick(lambda t: None, lambda t: float("inf"))
+        if not isinstance(report.error, RobotFault):  # a faulted robot is held by its backend and cannot be read
+            try:
+                _bring_to_rest(loop, config.servo_hz)
+            except RobotFault as fault:
+                report.abort(str(fault), fault)
+    if loop.estop.active:
+        report.abort(f"e-stop ({loop.estop.reason})")
     report.ticks = len(loop.timing.periods) + 1
     report.chunks = scheduler.stats.chunks
     report.stale_dropped = scheduler.stats.stale_dropped
@@ -137,7 +213,18 @@ def run_episode(
     report.max_tracking_error = max(errors) if errors else 0.0
     report.motion = meter.summary()
     report.wall_s = time.monotonic() - t_wall
+    if raise_on_abort and report.error is not None:
+        raise report.error
     return report
+
+
+def _bring_to_rest(loop: ServoLoop, servo_hz: float) -> None:
+    """The loop's own hold: a jerk-limited stop where the arm is, ticked until still (at most 2 s)."""
+    loop.servo.stop()
+    for _ in range(int(2 * servo_hz)):
+        if loop.servo.is_still():
+            break
+        loop.tick(lambda t: None, lambda t: float("inf"))
 
 
 def _first_chunk(worker: PolicyWorker, loop: ServoLoop, timeout_s: float) -> Chunk:
@@ -147,7 +234,9 @@ def _first_chunk(worker: PolicyWorker, loop: ServoLoop, timeout_s: float) -> Chu
         chunk = worker.query_once()
         if chunk is not None:
             return chunk
+        if worker.abort_error is not None:
+            raise worker.abort_error
         for _ in range(10):
             loop.tick(lambda t: None, lambda t: 0.0)
-    raise RuntimeError(f"no chunk from the policy within {timeout_s:.0f} s ({worker.stats.last_error}); "
-                       "the arm did not move")
+    raise PolicyLostError(f"no chunk from the policy within {timeout_s:.0f} s ({worker.stats.last_error}); "
+                          "the arm did not move")

@@ -112,6 +112,7 @@ def test_an_unset_metadata_method_is_resolved_when_read_not_when_fitting() -> No
     assert resize_method_from_metadata("center_crop") == "center_crop"
     with pytest.raises(ValueError, match="image resize method"):
         fit_image(image, 32, 32, "")
-    with pytest.raises(ValueError, match=r"must be one of \['resize_with_pad', 'center_crop', 'none'\], got 'pad'"):
+    listed = r"\['resize_with_pad', 'resize_with_pad_torch', 'center_crop', 'none'\]"
+    with pytest.raises(ValueError, match=rf"must be one of {listed}, got 'pad'"):
         check_resize_method("pad")
 

@@ -7,8 +7,9 @@ lazy import is no way around it. Floors (see the README's layout table):
 - middle: `policy_server` (serving), `robot_client` (runtime); neither imports the other;
 - top: `replay` (tools), `calibration`, `training`, `bench`.
 
-Command-line entry modules that drive several floors (`python -m robot_client run|demo`) live in the package they
-drive but stand on the top floor: they may import tools, and nothing below the top imports them.
+Command-line entry modules that drive several floors (`python -m robot_client run|demo`, `python -m policy_server`,
+whose `config` and `serve --robot-config` read the robot config) live in the package they drive but stand on the
+top floor: they may import tools and both middle packages, and nothing below the top imports them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ TOP = max(FLOORS.values())
 # Packages on one floor that must not know each other at all (not even one way).
 INDEPENDENT = {frozenset({"policy_server", "robot_client"})}
 # Entry modules that stand on the top floor wherever they live.
-ENTRY_MODULES = {"robot_client.__main__", "robot_client.run_cli", "robot_client.demo"}
+ENTRY_MODULES = {"robot_client.__main__", "robot_client.run_cli", "robot_client.demo",
+                 "policy_server.__main__", "policy_server.cli"}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from policy_norm.spec import CameraSpec, FeatureStatsSpec, NormStatsSpec, Policy
 from policy_norm.stats import FeatureNormStats, NormStats, StatsSource
 from policy_norm.steps import StepData, run_steps
 from policy_server.core import InferenceCore
-from policy_server.policy import PolicyError
+from policy_server.policy import PolicyError, PolicyIdentity
 
 NAMES = ("j1", "j2", "gripper")
 LO, HI = np.array([-1.0, 0.0, 0.0]), np.array([1.0, 2.0, 1.0])
@@ -169,6 +169,9 @@ class _SpecOnly:
             action_names=NAMES, cameras=(CameraSpec("top", 8, 8),), control_fps=10.0,
             action_delta_mask=(False,) * 3, action_gripper_mask=(False, False, True),
         )
+
+    def identity(self) -> PolicyIdentity:
+        return PolicyIdentity(weight_hash=self.spec.weight_hash)
 
 
 def test_server_refuses_a_non_finite_chunk_naming_step_and_joint() -> None:

@@ -7,8 +7,10 @@ requests with, so training sees exactly what serving sends. Per frame t of an ep
 - actions: the chunk action[t : t + H] (the last action repeated past the episode end, as the stats tool and
   `Episode.action_chunk` do) through `pipeline.encode_actions(chunk, state[t])` (gripper convention, absolute ->
   delta on the masked dims, normalize, zero-pad) -- the inverse of the server's `pipeline.finish`;
-- images: the dataset frames at the model size (`transform.fit`, a no-op for demos the recorder already fitted),
-  kept as uint8 and turned into model pixels per batch by `transform.assemble`, as the server does per request.
+- images: the dataset frames as the model takes them (`transform.model_frame`: uint8 at the model size, a no-op
+  for demos the recorder already fitted; float32 in [0, 1] for a policy fitting with LeRobot's torch method, whose
+  result lies between uint8 levels), turned into model pixels per batch by `transform.assemble`, as the server
+  does per request.
 Robot-unit chunks are kept too, for the reconstruction error in raw units.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +38,7 @@ class Samples:
     """Every frame of a set of episodes, ready to batch. N frames, camera slots in the model's order."""
 
     transform: Pi05InputTransform  # turns a batch of these frames and tokens into model inputs
-    images: list[torch.Tensor]  # per model slot, uint8 [N, S, S, 3]
+    images: list[torch.Tensor]  # per model slot, [N, S, S, 3] of `transform.frame_dtype` (uint8 or float32 [0, 1])
     tokens: torch.Tensor  # int64 [N, L]
     token_masks: torch.Tensor  # bool [N, L]
     actions: torch.Tensor  # float32 [N, H, A] model space
@@ -70,12 +73,13 @@ def object_targets(seed: int, objects: Sequence[str] = PROBE_OBJECTS) -> npt.NDA
     return np.asarray(out, dtype=np.float32)
 
 
-def _fitted(transform: Pi05InputTransform, frames_u8: npt.NDArray[np.uint8], camera: str) -> npt.NDArray[np.uint8]:
-    """An episode's frames [T, H, W, 3] of `camera` at the model's size (the array itself when they already are)."""
+def _fitted(transform: Pi05InputTransform, frames_u8: npt.NDArray[np.uint8], camera: str) -> npt.NDArray[Any]:
+    """An episode's frames [T, H, W, 3] of `camera` as the model takes them, [T, S, S, 3] of the transform's frame
+    dtype (the array itself when they are uint8 frames already at the model's size)."""
     s = transform.image_size
-    if frames_u8.shape[1:] == (s, s, 3):
+    if frames_u8.shape[1:] == (s, s, 3) and transform.frame_dtype == np.uint8:
         return frames_u8
-    return np.stack([transform.fit(frame, camera) for frame in frames_u8])
+    return np.stack([transform.model_frame(frame, camera) for frame in frames_u8])
 
 
 def build_samples(
@@ -91,7 +95,7 @@ def build_samples(
     if missing:
         raise DatasetError(f"model slots {missing} have no camera in {transform.cameras}")
     h = cfg.action_horizon
-    images: dict[str, list[npt.NDArray[np.uint8]]] = {s: [] for s in cfg.image_keys}
+    images: dict[str, list[npt.NDArray[Any]]] = {s: [] for s in cfg.image_keys}
     tokens, masks, actions, raw, states, ep_ids, frames, prompts, targets = [], [], [], [], [], [], [], [], []
     for index in episodes:
         ep = ds.episode(index)

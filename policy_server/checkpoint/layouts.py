@@ -18,13 +18,15 @@ for non-standard sizes (our small test and demo models); absent, the full Pi0.5 
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policy_server.model.config import DEFAULT_IMAGE_KEYS, ModelConfigError, Pi05Config
+from policy_server.model.config import DEFAULT_IMAGE_KEYS, KEY_TYPO_CUTOFF, ModelConfigError, Pi05Config
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -33,6 +35,31 @@ TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
 EMBED_TOKENS = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 EXPERT_LM_HEAD = "paligemma_with_expert.gemma_expert.lm_head.weight"
 EXTENSIONS_KEY = "model_extensions"
+# How each layout's trainer fitted camera frames to the model's input (`policy_norm.image_fit` method names):
+# openpi's data pipeline runs PIL resize_with_pad on uint8 frames; LeRobot's PI05Policy resizes float [0, 1] frames
+# with torch bilinear (no antialias) inside the policy. A policy_config.json "image_resize" overrides it.
+LAYOUT_IMAGE_RESIZE: dict[str, str] = {"openpi": "resize_with_pad", "lerobot": "resize_with_pad_torch"}
+# config.json keys each layout reads, and keys its writers store that do not shape the model. An unknown key
+# close (KEY_TYPO_CUTOFF) to one of them is taken for a misspelling and refused: a misspelt `paligemma_variant`
+# would otherwise fall back to its default and build a model of another size. Keys close to none are real
+# checkpoints' extras (other trainers' fields): they are reported and left alone.
+OPENPI_KEYS = frozenset({"action_dim", "action_horizon", "paligemma_variant", "action_expert_variant"})
+OPENPI_UNUSED_KEYS = frozenset({"precision", "dtype", "pi05", "max_token_len", "discrete_state_input"})
+LEROBOT_KEYS = frozenset({
+    "type", "paligemma_variant", "action_expert_variant", "chunk_size", "max_action_dim", "num_inference_steps",
+    "tokenizer_max_length", "min_period", "max_period", "input_features", "empty_cameras", "image_resolution",
+})
+# LeRobot's PI05Config and PreTrainedConfig fields that do not shape the served model.
+LEROBOT_UNUSED_KEYS = frozenset({
+    "dtype", "n_obs_steps", "n_action_steps", "max_state_dim", "time_sampling_beta_alpha", "time_sampling_beta_beta",
+    "time_sampling_scale", "time_sampling_offset", "rtc_config", "normalization_mapping", "gradient_checkpointing",
+    "compile_model", "compile_mode", "optimizer_fused", "device", "freeze_vision_encoder", "train_expert_only",
+    "optimizer_lr", "optimizer_betas", "optimizer_eps", "optimizer_weight_decay", "optimizer_grad_clip_norm",
+    "scheduler_warmup_steps", "scheduler_decay_steps", "scheduler_decay_lr", "output_features", "use_amp",
+    "use_peft", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path",
+})
+EXTENSION_KEYS = frozenset({"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps"})
+log = logging.getLogger(__name__)
 _EXPERT_PLAIN_NORM = re.compile(
     r"^paligemma_with_expert\.gemma_expert\.model\.(layers\.\d+\.(input|post_attention)_layernorm|norm)\.weight$"
 )
@@ -75,13 +102,38 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def did_you_mean(key: str, known: frozenset[str] | set[str]) -> str | None:
+    """The known key `key` is most likely a misspelling of (KEY_TYPO_CUTOFF), or None."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=KEY_TYPO_CUTOFF)
+    return close[0] if close else None
+
+
+def check_config_keys(raw: dict[str, Any], known: frozenset[str], where: Path, label: str = "") -> list[str]:
+    """Refuse keys that look like misspellings of `known` ones, naming the suggestion; return the keys close
+    to none (real checkpoints carry other tools' fields), which are only reported."""
+    unknown = sorted(str(k) for k in set(raw) - known)
+    typos = [(key, match) for key in unknown if (match := did_you_mean(key, known)) is not None]
+    if typos:
+        listed = "; ".join(f"'{label}{key}': did you mean '{match}'?" for key, match in typos)
+        raise CheckpointError(f"{where}: unknown key {listed} (a misspelt key would silently take its default)")
+    return unknown
+
+
 def _extensions(raw: dict[str, Any], where: Path) -> dict[str, Any]:
     ext = raw.get(EXTENSIONS_KEY, {}) or {}
-    allowed = {"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps"}
-    unknown = sorted(set(ext) - allowed)
+    if not isinstance(ext, dict):
+        raise CheckpointError(f"{where}: {EXTENSIONS_KEY} must be an object, got {type(ext).__name__}")
+    unknown = check_config_keys(ext, EXTENSION_KEYS, where, f"{EXTENSIONS_KEY}.")
     if unknown:
-        raise CheckpointError(f"{where}: unknown {EXTENSIONS_KEY} keys {unknown}; allowed {sorted(allowed)}")
+        raise CheckpointError(f"{where}: unknown {EXTENSIONS_KEY} keys {unknown}; allowed {sorted(EXTENSION_KEYS)}")
     return dict(ext)
+
+
+def _unused_keys_note(unknown: list[str], where: Path) -> list[str]:
+    if not unknown:
+        return []
+    log.warning("%s: keys not used for the model: %s", where, unknown)
+    return [f"config.json keys not used for the model: {unknown}"]
 
 
 def _build_config(values: dict[str, Any], where: Path) -> Pi05Config:
@@ -92,6 +144,7 @@ def _build_config(values: dict[str, Any], where: Path) -> Pi05Config:
 
 
 def openpi_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[str]]:
+    unused = check_config_keys(raw, OPENPI_KEYS | OPENPI_UNUSED_KEYS | {EXTENSIONS_KEY}, where)
     notes = []
     values: dict[str, Any] = {}
     for key in ("action_dim", "action_horizon", "paligemma_variant", "action_expert_variant"):
@@ -100,18 +153,14 @@ def openpi_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[st
         else:
             notes.append(f"config.json has no '{key}'; using the Pi0.5 default")
     values.update(_extensions(raw, where))
-    known = {"action_dim", "action_horizon", "paligemma_variant", "action_expert_variant", "precision",
-             EXTENSIONS_KEY}
-    extra = sorted(set(raw) - known)
-    if extra:
-        notes.append(f"config.json keys not used for the model: {extra}")
-    return _build_config(values, where), notes
+    return _build_config(values, where), notes + _unused_keys_note(unused, where)
 
 
 def lerobot_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[str]]:
     if raw.get("type") != "pi05":
         raise CheckpointError(f"{where}: LeRobot policy type is '{raw.get('type')}'; only 'pi05' is supported")
-    notes = []
+    notes = _unused_keys_note(
+        check_config_keys(raw, LEROBOT_KEYS | LEROBOT_UNUSED_KEYS | {EXTENSIONS_KEY}, where), where)
     inputs = raw.get("input_features") or {}
     visual = [k for k, v in inputs.items() if isinstance(v, dict) and v.get("type") == "VISUAL"]
     visual += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0) or 0))]
@@ -135,6 +184,13 @@ def lerobot_config(raw: dict[str, Any], where: Path) -> tuple[Pi05Config, list[s
         raise CheckpointError(f"{where}: image_resolution {resolution} does not match the vision tower's "
                               f"{cfg.vision.image_size}x{cfg.vision.image_size}")
     return cfg, notes
+
+
+def layout_image_resize(layout: str) -> str:
+    """The image fitting method the trainer of `layout` used (LAYOUT_IMAGE_RESIZE)."""
+    if layout not in LAYOUT_IMAGE_RESIZE:
+        raise CheckpointError(f"unknown checkpoint layout {layout!r}; expected one of {sorted(LAYOUT_IMAGE_RESIZE)}")
+    return LAYOUT_IMAGE_RESIZE[layout]
 
 
 def inspect_checkpoint(directory: Path) -> CheckpointInfo:

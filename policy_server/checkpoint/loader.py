@@ -5,6 +5,10 @@ buffer (converted to the dtype policy's dtype for that parameter), and the tenso
 so peak memory stays near the size of the weights. The file's sha256 is computed in the same pass.
 A partially loaded model can never be returned: the function either returns a fully loaded, policy-checked
 model or raises.
+
+Every tensor the model uses is scanned for NaN and infinity as it is read (one vectorised reduction per tensor,
+while the next is hashed), and a non-finite one refuses the whole load naming the tensor. The warm-up inference
+is no substitute: `--no-warmup` skips it, and a NaN in an embedding row its prompt never uses passes it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from policy_server.checkpoint.layouts import (
     is_pi0,
     plan_keys,
 )
-from policy_server.checkpoint.safetensors_io import iter_tensors, read_index
+from policy_server.checkpoint.safetensors_io import find_non_finite, iter_tensors, read_index
 from policy_server.model.dtype_policy import DtypePolicy, apply_dtype_policy, assert_dtype_policy, param_dtype
 from policy_server.model.pi05 import Pi05Model
 
@@ -116,6 +120,10 @@ def load_checkpoint(
             continue
         if name not in mapped:
             continue  # ignored key (read for the hash only)
+        non_finite = find_non_finite(tensor)
+        if non_finite is not None:
+            raise CheckpointError(f"{info.weights}: tensor '{name}' has {non_finite.describe()}; "
+                                  "refusing to serve")
         target_name = mapped[name]
         state[target_name] = tensor.to(device=target_device, dtype=param_dtype(target_name, dtype_policy))
         del tensor

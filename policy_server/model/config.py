@@ -7,10 +7,13 @@ policy's).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 PALIGEMMA_VOCAB_SIZE = 257152
+# An unknown config key at least this close (difflib ratio) to a known one is taken for its misspelling.
+KEY_TYPO_CUTOFF = 0.85
 
 
 class ModelConfigError(ValueError):
@@ -134,7 +137,10 @@ class Pi05Config:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ModelConfigError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+            hints = [f"'{key}': did you mean '{close[0]}'?" for key in unknown
+                     if (close := difflib.get_close_matches(key, sorted(known), n=1, cutoff=KEY_TYPO_CUTOFF))]
+            raise ModelConfigError(f"unknown model config keys {unknown}; " + (f"{'; '.join(hints)} " if hints else "")
+                                   + f"known: {sorted(known)}")
         values = dict(data)
         if "image_keys" in values:
             values["image_keys"] = tuple(values["image_keys"])

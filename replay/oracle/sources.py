@@ -165,7 +165,8 @@ class LocalModelSource:
 
     def _images(self, images: Mapping[str, U8]) -> dict[str, U8]:
         """The client's preprocessing: the policy's cameras fitted to the model's size by its input transform
-        (`fit_image` with the policy's method); other cameras are sent as they are, for validation to judge."""
+        (`fit_image` with the policy's resolved method, as `GrpcPolicy` fits with the metadata's; uint8, so for
+        resize_with_pad_torch the robot's rounded frames); other cameras are sent as they are, for validation."""
         transform = self._policy.transform
         return {name: transform.fit(rgb, name) if name in transform.cameras else rgb for name, rgb in images.items()}
 
