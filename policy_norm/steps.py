@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -297,6 +297,25 @@ class Denormalize:
         return replace(data, values=out), StepRecord(self.name, note)
 
 
+def _chunk_and_state(step: str, data: StepData, action_names: tuple[str, ...], state_names: tuple[str, ...],
+                     dtype: type[np.floating[Any]]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.generic]]:
+    """The chunk [H, action_dim] and the chunk-start state [state_dim] a delta step needs, both asserted."""
+    arr = check_array(data.values, step, "actions", (None, len(action_names)), dtype, action_names)
+    st = check_array(data.robot_state, step, "state", (len(state_names),), np.float32, state_names)
+    return arr, st
+
+
+def _delta_record(step: str, action_names: tuple[str, ...], state_index: tuple[int, ...], did: str,
+                  done: str) -> StepRecord:
+    """The record of a delta step: which dims it changed, or that the mask left nothing to do (never silent)."""
+    delta = [action_names[j] for j, s in enumerate(state_index) if s >= 0]
+    if delta:
+        note = f"{did} {len(delta)} delta dim(s): {delta}"
+    else:
+        note = f"action_delta_mask is all false: every dim is absolute, nothing {done}"
+    return StepRecord(step, note, {"delta_dims": len(delta)})
+
+
 @dataclass(frozen=True)
 class DeltaToAbsolute:
     """Add the chunk-start state (robot units) to the dims the delta mask marks (YAM/ALOHA: 6 joints per arm)."""
@@ -307,16 +326,10 @@ class DeltaToAbsolute:
     name: str = "delta_to_absolute"
 
     def run(self, data: StepData) -> tuple[StepData, StepRecord]:
-        arr = check_array(data.values, self.name, "actions", (None, len(self.action_names)), np.float64,
-                          self.action_names)
-        st = check_array(data.robot_state, self.name, "state", (len(self.state_names),), np.float32, self.state_names)
+        arr, st = _chunk_and_state(self.name, data, self.action_names, self.state_names, np.float64)
         out = delta_to_absolute(arr, st, self.state_index)
-        delta = [self.action_names[j] for j, s in enumerate(self.state_index) if s >= 0]
-        if delta:
-            note = f"added the chunk-start state to {len(delta)} delta dim(s): {delta}"
-        else:
-            note = "action_delta_mask is all false: every dim is absolute, nothing added"
-        return replace(data, values=out), StepRecord(self.name, note, {"delta_dims": len(delta)})
+        return replace(data, values=out), _delta_record(self.name, self.action_names, self.state_index,
+                                                        "added the chunk-start state to", "added")
 
 
 @dataclass(frozen=True)
@@ -437,16 +450,10 @@ class AbsoluteToDelta:
     name: str = "absolute_to_delta"
 
     def run(self, data: StepData) -> tuple[StepData, StepRecord]:
-        arr = check_array(data.values, self.name, "actions", (None, len(self.action_names)), np.float32,
-                          self.action_names)
-        st = check_array(data.robot_state, self.name, "state", (len(self.state_names),), np.float32, self.state_names)
+        arr, st = _chunk_and_state(self.name, data, self.action_names, self.state_names, np.float32)
         out: F32 = absolute_to_delta(arr, st, self.state_index).astype(np.float32)
-        delta = [self.action_names[j] for j, s in enumerate(self.state_index) if s >= 0]
-        if delta:
-            note = f"subtracted the chunk-start state from {len(delta)} delta dim(s): {delta}"
-        else:
-            note = "action_delta_mask is all false: every dim is absolute, nothing subtracted"
-        return replace(data, values=out), StepRecord(self.name, note, {"delta_dims": len(delta)})
+        return replace(data, values=out), _delta_record(self.name, self.action_names, self.state_index,
+                                                        "subtracted the chunk-start state from", "subtracted")
 
 
 @dataclass(frozen=True)
