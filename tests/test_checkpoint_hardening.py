@@ -116,3 +116,15 @@ def test_unrelated_extra_keys_stay_a_warning(model: Pi05Model, tmp_path: Path,
 def test_model_config_from_dict_suggests_the_known_key() -> None:
     with pytest.raises(ModelConfigError, match="'action_horizen': did you mean 'action_horizon'\\?"):
         Pi05Config.from_dict({"action_horizen": 10})
+
+
+def test_every_field_lerobot_writes_is_accepted_without_a_note(model: Pi05Model, tmp_path: Path) -> None:
+    """The typo check against the real field list of LeRobot 0.6.1's PI05Config (tests/golden/lerobot, written by
+    LeRobot's own dataclass): none of its fields is taken for a misspelling, none is reported unknown."""
+    golden = Path(__file__).parent / "golden" / "lerobot" / "pi05_config_fields.json"
+    fields = json.loads(golden.read_text())["fields"]
+    write_checkpoint(model, tmp_path, WriteOptions(layout="lerobot"))
+    present = json.loads((tmp_path / "config.json").read_text())
+    _rewrite_config(tmp_path, **{name: None for name in fields if name not in present})
+    loaded = load_checkpoint(tmp_path)
+    assert not any("not used" in note for note in loaded.report.notes), loaded.report.notes

@@ -56,7 +56,8 @@ LEROBOT_UNUSED_KEYS = frozenset({
     "compile_model", "compile_mode", "optimizer_fused", "device", "freeze_vision_encoder", "train_expert_only",
     "optimizer_lr", "optimizer_betas", "optimizer_eps", "optimizer_weight_decay", "optimizer_grad_clip_norm",
     "scheduler_warmup_steps", "scheduler_decay_steps", "scheduler_decay_lr", "output_features", "use_amp",
-    "use_peft", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path",
+    "use_peft", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path", "pretrained_revision",
+    "action_feature_names", "use_relative_actions", "relative_exclude_joints",
 })
 EXTENSION_KEYS = frozenset({"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps"})
 log = logging.getLogger(__name__)

@@ -9,11 +9,14 @@ Writes:
   `vla_utils.resize_with_pad_torch(img, 224, 224)` -> `* 2 - 1` (what `PI05Policy._preprocess_images` does).
 - `pi05_state_prompts.json`: normalized states below, at and above [-1, 1] and the prompt text that
   `Pi05PrepareStateTokenizerProcessorStep` builds from them (the state bins as the model reads them).
+- `pi05_config_fields.json`: the fields of LeRobot's `PI05Config` (what its config.json carries, with "type"), so
+  the loader's config-key typo check is held against the real field list.
 Nothing here imports the project: the numbers are LeRobot's alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 from lerobot.lerobot_types import TransitionKey
 from lerobot.policies.common.vla_utils import resize_with_pad_torch
+from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.policies.pi05.processor_pi05 import Pi05PrepareStateTokenizerProcessorStep
 from lerobot.utils.constants import OBS_STATE
 
@@ -75,7 +79,10 @@ def main(out: Path) -> None:
              for s, t, p in zip(states, tasks, prompts(states, tasks), strict=True)]
     (out / "pi05_state_prompts.json").write_text(json.dumps(
         {"made_by": "lerobot 0.6.1 Pi05PrepareStateTokenizerProcessorStep", "cases": cases}, indent=1) + "\n")
-    print(f"wrote {out / 'pi05_images.npz'} and {out / 'pi05_state_prompts.json'}")
+    fields = sorted(f.name for f in dataclasses.fields(PI05Config))
+    (out / "pi05_config_fields.json").write_text(json.dumps(
+        {"made_by": "lerobot 0.6.1 dataclasses.fields(PI05Config)", "fields": fields}, indent=1) + "\n")
+    print(f"wrote {out / 'pi05_images.npz'}, {out / 'pi05_state_prompts.json'} and {out / 'pi05_config_fields.json'}")
 
 
 if __name__ == "__main__":
