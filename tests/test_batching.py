@@ -117,9 +117,13 @@ def test_batcher_policy_exception_fails_that_batch_only() -> None:
 
 def test_batcher_refuses_when_full_and_after_close() -> None:
     gate = threading.Event()
-    batcher = Batcher(FakeRun(gate), BatchingConfig(max_batch=1, max_wait_ms=0, max_queue=2))
+    run = FakeRun(gate)
+    batcher = Batcher(run, BatchingConfig(max_batch=1, max_wait_ms=0, max_queue=2))
     threads = [threading.Thread(target=_submit_all, args=(batcher, [i])) for i in range(3)]
-    for t in threads:
+    threads[0].start()
+    while run.taken < 1:  # the worker holds the first request at the gate before the others queue behind it
+        time.sleep(0.01)
+    for t in threads[1:]:
         t.start()
     while batcher.queued() < 2:  # one held by the worker at the gate, two queued
         time.sleep(0.01)

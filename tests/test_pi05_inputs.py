@@ -26,7 +26,7 @@ from policy_server.validate import ObservationInput, validate_request
 from protos.dicts import request_from_dict
 from tests.pi05_helpers import make_servable_checkpoint
 from tests.wire_helpers import observation_for, sample_dataset
-from training.data import Samples, build_samples
+from training.data import Samples, build_samples, state_bin_width
 
 EPISODE = 1
 
@@ -136,3 +136,30 @@ def test_an_unknown_model_slot_is_refused_by_name(policy: Pi05Policy) -> None:
     t = policy.transform
     with pytest.raises(ValueError, match=r"model slots \['nope'\] do not exist"):
         Pi05InputTransform(t.cfg, {"top": "nope"}, t.tokenizer, t.pipeline)
+
+
+def test_training_prompt_jitter_moves_bins_by_about_one_and_leaves_the_rest_alone(
+        training_transform: Pi05InputTransform, samples: Samples) -> None:
+    """The jittered prompts differ from the exact ones only in state bins (by a bin or two, seeded), the images
+    and exact prompts are untouched, and `inputs(idx, jittered)` picks per frame."""
+    jittered = build_samples(sample_dataset(), [EPISODE], training_transform, state_jitter_bins=1.0, seed=3)
+    assert jittered.jittered_tokens is not None and jittered.jittered_token_masks is not None
+    torch.testing.assert_close(jittered.tokens, samples.tokens, rtol=0, atol=0)
+    n = len(samples)
+    bins_exact = np.stack([training_transform.encode_prompt(s, "x").state_bins for s in samples.states])
+    states = jittered.states.astype(np.float64)
+    width = np.stack([state_bin_width(training_transform, s) for s in states])
+    assert (width > 0).any() and np.isfinite(width).all()
+    changed = int((jittered.jittered_tokens != jittered.tokens).any(dim=1).sum())
+    assert 0.3 * n < changed <= n  # most frames get a different prompt
+    # Recompute one jittered prompt's bins from its tokens' text: they stay within a few bins of the exact ones.
+    text = training_transform.tokenizer.decode(jittered.jittered_tokens[5][jittered.jittered_token_masks[5]].tolist())
+    bins = [int(v) for v in text.split("State: ")[1].split(";")[0].split()]
+    assert np.abs(np.asarray(bins) - bins_exact[5]).max() <= 5
+    pick = torch.tensor([True, False])
+    both = jittered.inputs([5, 5], pick)
+    assert torch.equal(both.tokens[0], jittered.jittered_tokens[5]) and torch.equal(both.tokens[1], samples.tokens[5])
+    with pytest.raises(ValueError, match="without state jitter"):
+        samples.inputs([5], pick[:1])
+    with pytest.raises(ValueError, match="state_jitter_bins"):
+        build_samples(sample_dataset(), [EPISODE], training_transform, state_jitter_bins=-1.0)

@@ -12,6 +12,14 @@ requests with, so training sees exactly what serving sends. Per frame t of an ep
   result lies between uint8 levels), turned into model pixels per batch by `transform.assemble`, as the server
   does per request.
 Robot-unit chunks are kept too, for the reconstruction error in raw units.
+
+Prompt-state jitter (training only): a recorded rest pose often sits exactly on a quantile of the state stats
+(many frames at rest make it q01 or q99), so its normalized value is exactly -1 or +1 and its bin 0 or 255 in every
+training prompt; in closed loop the servo leaves the arm a hair to either side and the trainers' bins give -1 on
+half the joints: prompts the model never saw at rest. With `state_jitter_bins` > 0 each frame also gets a second
+prompt built from its state plus Gaussian noise of that many bins (robot units, per joint), and the trainer picks
+one of the two per sample. The served path is untouched: the jitter changes what training shows, never what a
+served observation becomes.
 """
 
 from __future__ import annotations
@@ -49,13 +57,25 @@ class Samples:
     prompts: list[str]  # [N]
     # Training-only targets of the auxiliary probe: where the task objects are (`object_targets`), [N, 2 * K].
     object_targets: torch.Tensor | None = None
+    # Training-only prompts built from jittered states (see the module docstring), [N, L] each; None = off.
+    jittered_tokens: torch.Tensor | None = None
+    jittered_token_masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    def inputs(self, index: torch.Tensor | npt.NDArray[np.int64] | Sequence[int]) -> ModelInputs:
+    def inputs(self, index: torch.Tensor | npt.NDArray[np.int64] | Sequence[int],
+               jittered: torch.Tensor | None = None) -> ModelInputs:
+        """Model inputs of frames `index`; `jittered` (bool per frame) takes those frames' jittered prompts."""
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return self.transform.assemble([img[idx] for img in self.images], self.tokens[idx], self.token_masks[idx])
+        tokens, masks = self.tokens[idx], self.token_masks[idx]
+        if jittered is not None:
+            if self.jittered_tokens is None or self.jittered_token_masks is None:
+                raise ValueError("jittered prompts requested but the samples were built without state jitter")
+            pick = jittered.to(torch.bool)[:, None]
+            tokens = torch.where(pick, self.jittered_tokens[idx], tokens)
+            masks = torch.where(pick, self.jittered_token_masks[idx], masks)
+        return self.transform.assemble([img[idx] for img in self.images], tokens, masks)
 
 
 def object_targets(seed: int, objects: Sequence[str] = PROBE_OBJECTS) -> npt.NDArray[np.float32]:
@@ -82,14 +102,34 @@ def _fitted(transform: Pi05InputTransform, frames_u8: npt.NDArray[np.uint8], cam
     return np.stack([transform.model_frame(frame, camera) for frame in frames_u8])
 
 
+def state_bin_width(transform: Pi05InputTransform, state: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Robot units per prompt bin of each state dimension near `state` (one bin is 2/256 in model space); the
+    normalization is affine per dimension in every mode, so a finite difference is exact up to rounding."""
+    s = np.asarray(state, dtype=np.float64)[None]
+    step = 1e-3
+    normalize = transform.pipeline.normalize_states
+    slope = ((normalize(s + step) - normalize(s)) / step)[0]
+    with np.errstate(divide="ignore"):
+        width = (2.0 / 256) / np.abs(slope)
+    return np.where(np.isfinite(width), width, 0.0)
+
+
 def build_samples(
     ds: Dataset,
     episodes: Sequence[int],
     transform: Pi05InputTransform,
     scene_seeds: Mapping[int, int] | None = None,
+    state_jitter_bins: float = 0.0,
+    seed: int = 0,
 ) -> Samples:
     """Samples of `episodes` of `ds`, prepared by `transform` (whose cameras map dataset camera -> model slot).
-    With `scene_seeds` (dataset episode -> scene seed) the samples carry the auxiliary probe's object targets."""
+    With `scene_seeds` (dataset episode -> scene seed) the samples carry the auxiliary probe's object targets;
+    with `state_jitter_bins` > 0 each frame also gets a jittered prompt (noise seeded by `seed`)."""
+    if state_jitter_bins < 0:
+        raise ValueError(f"state_jitter_bins must be >= 0, got {state_jitter_bins}")
+    rng = np.random.default_rng(seed)
+    jit_tokens: list[npt.NDArray[np.int64]] = []
+    jit_masks: list[npt.NDArray[np.bool_]] = []
     cfg, pipeline = transform.cfg, transform.pipeline
     missing = [slot for slot, cam in transform.slot_cameras if cam is None]
     if missing:
@@ -109,6 +149,12 @@ def build_samples(
             chunk, _ = ep.action_chunk(t, h)
             tokens.append(encoded.tokens)
             masks.append(encoded.token_mask)
+            if state_jitter_bins > 0:
+                state = np.asarray(ep.states[t], dtype=np.float64)
+                noise = rng.standard_normal(state.shape) * state_jitter_bins * state_bin_width(transform, state)
+                jittered = transform.encode_prompt((state + noise).astype(np.float32), ep.task, strict=True)
+                jit_tokens.append(jittered.tokens)
+                jit_masks.append(jittered.token_mask)
             actions.append(pipeline.encode_actions(chunk, encoded.robot_state))
             raw.append(chunk)
             states.append(ep.states[t])
@@ -129,4 +175,6 @@ def build_samples(
         frame=np.asarray(frames, dtype=np.int64),
         prompts=prompts,
         object_targets=torch.from_numpy(np.concatenate(targets)) if targets else None,
+        jittered_tokens=torch.from_numpy(np.stack(jit_tokens)) if jit_tokens else None,
+        jittered_token_masks=torch.from_numpy(np.stack(jit_masks)) if jit_masks else None,
     )

@@ -93,6 +93,9 @@ class TrainConfig:
     aux_weight: float = 1.0
     # Stop early (and say so) when training would run past this wall-clock budget; None = run all steps.
     max_minutes: float | None = None
+    # Std (in prompt bins) of the state noise behind each frame's second, jittered prompt; the trainer shows it
+    # to half the samples (training.data explains why a rest pose on a quantile needs it). 0 = off.
+    state_jitter_bins: float = 1.0
 
 
 @dataclass
@@ -263,7 +266,8 @@ def prepare(dataset_path: Path, out: Path, config: TrainConfig, log: Callable[[s
     policy_config = Pi05PolicyConfig(cameras=dict(CAMERAS), normalization=norm, control_fps=float(fps))
     transform = Pi05InputTransform.from_policy_config(cfg, policy_config, tokenizer, pipeline)
     full = open_dataset(dataset_path)
-    train = build_samples(full, train_eps, transform, scene_seeds)
+    train = build_samples(full, train_eps, transform, scene_seeds, state_jitter_bins=config.state_jitter_bins,
+                          seed=config.seed + 3)
     held = build_samples(full, held_eps, transform, scene_seeds)
     return Prepared(cfg, norm, pipeline, stats, tok_bytes, tokenizer, policy_config, train, held, train_eps, held_eps,
                     prompts)
@@ -375,7 +379,10 @@ class Trainer:
         model, cfg = self.model, self.model.cfg
         model.train()
         idx = self.next_batch()
-        inputs = self.samples.inputs(idx)
+        jittered = None
+        if self.samples.jittered_tokens is not None:
+            jittered = torch.rand(len(idx), generator=self.generator) < 0.5
+        inputs = self.samples.inputs(idx, jittered)
         actions = self.samples.actions[idx]
         shape = (len(idx), cfg.action_horizon, cfg.action_dim)
         noise = torch.randn(shape, generator=self.generator, dtype=torch.float32)
@@ -569,10 +576,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="weight of the auxiliary object-position probe (training only; 0 = off)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop training early when this wall-clock budget is spent (breaks determinism)")
+    parser.add_argument("--state-jitter-bins", type=float, default=TrainConfig.state_jitter_bins,
+                        help="std in prompt bins of the state noise behind each frame's jittered prompt (0 = off)")
     args = parser.parse_args(argv)
     dataset = args.demos or ensure_demos(DemoConfig(scenes=args.scenes), args.cache, args.workers)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         threads=args.threads, aux_weight=args.aux_weight, max_minutes=args.max_minutes)
+                         threads=args.threads, aux_weight=args.aux_weight, max_minutes=args.max_minutes,
+                         state_jitter_bins=args.state_jitter_bins)
     train(dataset, args.out, config)
     return 0
 

@@ -160,7 +160,7 @@ def preset(name: str) -> Pi05Config:
         "dummy": Pi05Config(paligemma_variant="dummy", action_expert_variant="dummy", vision_variant="dummy",
                             action_horizon=10, max_token_len=32, vocab_size=512),
         "demo": Pi05Config(paligemma_variant="gemma_demo", action_expert_variant="gemma_demo_expert",
-                           vision_variant="demo", action_dim=14, action_horizon=10, max_token_len=48,
+                           vision_variant="demo", action_dim=14, action_horizon=10, max_token_len=72,
                            vocab_size=1024, image_keys=("base_0_rgb",)),
     }
     if name not in presets:
