@@ -1,7 +1,7 @@
 """`python -m calibration check`: the rig (config + calibration) against the dataset it will run.
 
     python -m calibration check --dataset PATH --config bimanual_yam [--robot yam|sim] [--calibration FILE]
-        [--fps 30 | --policy-config policy_config.json] [--report FILE.md]
+        [--fps 30 | --policy-config policy_config.json] [--report FILE.md] [--name-map index+1|FILE|a=b,...]
 
 One line per finding (severity, code, where: message), an optional markdown report, and the exit code
 0 clean, 1 warnings only, 2 mismatches (any error; also when an input cannot be read). The checks and their
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", choices=backend_names(), default="yam",
                         help="which rig's cameras to compare: the config's [[camera]] tables, or the sim renderer's")
     parser.add_argument("--calibration", type=Path, help="rig calibration TOML")
+    parser.add_argument("--name-map", dest="name_map", default=None, metavar="MAP",
+                        help="rename the dataset's joints to the config's: a .toml/.json file ([names] table), "
+                             "pairs left_joint_0=left_joint1,..., and/or index+1 (as replay and the client take it)")
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--fps", type=float, help="control rate the client will run at (the policy's control_fps)")
     rate.add_argument("--policy-config", type=Path, help="policy_config.json to take control_fps from")
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from calibration.check_inputs import rig_spec, summarize
     from calibration.check_report import render_markdown
     from calibration.check_timing import TimingThresholds
+    from replay.dataset_args import map_joint_names
     from robodata.dataset import DatasetError
     from robodata.open import open_dataset
     from robot_client.calfile import CalibrationError, load_calibration
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_robot_config(args.config)
         calibration = load_calibration(args.calibration) if args.calibration is not None else None
         control_fps, source = _control_fps(args)
-        data = summarize(open_dataset(args.dataset))
+        data = summarize(map_joint_names(open_dataset(args.dataset), args.name_map, config.joint_names))
     except (RobotConfigError, CalibrationError, DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERRORS

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.check_inputs import F64, DataSummary, RigSpec
+from policy_norm.joint_names import NAME_MAP_FLAG, joint_name_mismatch
 from replay.doctor.findings import Finding
 
 
@@ -50,20 +51,16 @@ def column_map(rig_names: tuple[str, ...], data_names: tuple[str, ...]) -> tuple
 
 
 def check_names(rig: RigSpec, data: DataSummary) -> list[Finding]:
+    """The dataset's state and action names against the config's joints (policy_norm.joint_names, the comparison
+    the client makes), with the --name-map that would rename them when one would."""
     out: list[Finding] = []
     expected = rig.config.joint_names
     for label, names in (("state", data.state_names), ("action", data.action_names)):
-        if tuple(names) == expected:
+        problem = joint_name_mismatch(expected, names, label, other="dataset", hint_flag=NAME_MAP_FLAG)
+        if problem is None:
             continue
-        missing = [n for n in expected if n not in names]
-        extra = [n for n in names if n not in expected]
-        if missing or extra:
-            detail = (f"joints of {rig.config.name} missing from the dataset: {missing}; dataset {label} names the "
-                      f"rig lacks: {extra}")
-        else:
-            detail = f"same names, different order: dataset {list(names)}, rig {list(expected)}"
         out.append(Finding("error", "joint_names", f"{label} names",
-                           f"{detail} (the client refuses a policy whose {label} names differ from the config)"))
+                           f"{problem} (the client refuses a policy whose {label} names differ from the config)"))
     return out
 
 

@@ -3,6 +3,7 @@ calibration file (`robot_client.calfile`).
 
     joints   zero offsets at the documented zero pose (or --check: each joint's reading there)
     gripper  closed/open motor positions by stall detection at low torque, or pinned
+    gravity  per-joint gravity factors: still poses, least squares on the motors' torque
     camera   intrinsics from board images; hand-eye extrinsics of a wrist camera
     latency  command-to-motion and camera latency
     check    the rig (config + calibration) against the dataset it will run
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-COMMANDS = ("joints", "gripper", "camera", "latency", "check")
+COMMANDS = ("joints", "gripper", "gravity", "camera", "latency", "check")
 
 
 def _module(name: str) -> ModuleType:

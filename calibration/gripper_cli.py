@@ -67,9 +67,7 @@ def _run(args: argparse.Namespace, ask: Ask, out: TextIO) -> int:
     from robot_client.yam.driver import open_arm
 
     rig = rig_from_args(args)
-    arm_cfg = next((a for a in rig.config.arms if a.name == args.arm), None)
-    if arm_cfg is None:
-        raise UsageError(f"unknown arm {args.arm!r}; {rig.config.source} has arms {[a.name for a in rig.config.arms]}")
+    arm_cfg = rig.arm(args.arm)
     gripper_type(arm_cfg.gripper_type)
     p_max = dm.motor_limits(arm_cfg.motor_types[-1]).p_max
     try:

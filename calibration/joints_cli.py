@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from calibration.joints_zero import JointReading
-    from robot_client.config import RobotConfig
+    from robot_client.config import ArmConfig, RobotConfig
     from robot_client.yam.arm import YamOptions
 
 HELP = "zero offsets at the documented zero pose (motors read disabled), or --check them"
@@ -59,6 +59,14 @@ class RigArgs:
     config: RobotConfig
     calibration: Path
     options: YamOptions
+
+    def arm(self, name: str) -> ArmConfig:
+        """The arm called `name` in the robot config; UsageError (exit 2) naming the arms there are."""
+        found = next((a for a in self.config.arms if a.name == name), None)
+        if found is None:
+            names = [a.name for a in self.config.arms]
+            raise UsageError(f"unknown arm {name!r}; {self.config.source} has arms {names}")
+        return found
 
 
 class UsageError(ValueError):

@@ -15,13 +15,21 @@ numbers point to, tried in this order:
    reverse);
 5. otherwise: stats from another dataset.
 
+Quantile stats are judged in their writer's convention: LeRobot 0.4+ stores each quantile as the frame-count-
+weighted mean of per-episode quantiles, narrower than the quantiles of all frames when episodes cover different
+ranges (on a 5-episode dataset LeRobot wrote, whole-data 1%..99% normalize to [-3.2, +3.1] with its own stats).
+So with stats from a LeRobot source (processor files, stats.json) a dim fits when either the whole-data 1%/99%
+or the per-episode-mean 1%/99% normalize to about -1/+1 (the stricter whole-data fit of the flipped delta
+choice still wins: it is the sharper evidence); when only the per-episode mean fits, one INFO per feature says
+so, and the frames outside [-1, 1] are as in training (no bin warning for them).
+
 Thresholds are in `DataCheckThresholds`; every message names the joint and the numbers behind the verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -66,6 +74,8 @@ class DataCheckThresholds:
     `containment_tol` is looser than `edge_tol` because a closed-loop run's tails are not the demonstrations':
     the arm lags its targets, so executed delta actions reach somewhat past the training range (a demo run of
     the embedded policy reaches 1.34); the failures this check exists for land many times further out.
+    `stray_fraction`: in containment, a dim past the range with at most this fraction of its frames outside
+    [-1, 1] and its normalized mean inside is a run that strayed (warning), not stats from another dataset.
     """
 
     edge_tol: float = 0.3
@@ -81,6 +91,7 @@ class DataCheckThresholds:
     max_samples: int = 50_000
     coverage: bool = True
     containment_tol: float = 0.5
+    stray_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,13 @@ class DimMetrics:
     n_mean: float
     n_std: float
     frac_outside: float  # fraction of normalized values outside [-1, 1]
+    # Count-weighted mean over episodes of each episode's normalized 1%/99% (LeRobot's quantile convention);
+    # NaN when episodes are unknown.
+    n_lo_episodes: float = float("nan")
+    n_hi_episodes: float = float("nan")
+    convention: str = "whole-data"  # the quantile convention the fit was judged in: "whole-data" | "episode-mean"
+    # Containment: the 1%..99% lie inside the training min/max, which reach past [-1, 1] (values seen in training).
+    within_trained: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,7 @@ class Samples:
     model_actions: F64
     flipped_actions: F64  # NaN where a dim cannot be made delta (no matching state dim)
     dropped_rows: int
+    episodes: npt.NDArray[np.int64] | None = None  # per row, the position of its episode in the input
 
 
 def _any_state_index(action_names: Sequence[str], state_names: Sequence[str]) -> list[int]:
@@ -173,7 +192,7 @@ def sample_training_space(
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(total, size=min(max_samples, total), replace=False))
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    rows_s, rows_a, rows_m, rows_f = [], [], [], []
+    rows_s, rows_a, rows_m, rows_f, rows_e = [], [], [], [], []
     for e, ep in enumerate(episodes):
         local = picks[(picks >= bounds[e]) & (picks < bounds[e + 1])] - bounds[e]
         if local.size == 0:
@@ -193,16 +212,36 @@ def sample_training_space(
         rows_a.append(a[local])
         rows_m.append(model)
         rows_f.append(flipped)
+        rows_e.append(np.full(local.size, e, dtype=np.int64))
     states = np.concatenate(rows_s)
     stored = np.concatenate(rows_a)
     model = np.concatenate(rows_m)
     flipped = np.concatenate(rows_f)
     finite = np.isfinite(states).all(axis=1) & np.isfinite(stored).all(axis=1) & np.isfinite(model).all(axis=1)
-    return Samples(states[finite], stored[finite], model[finite], flipped[finite], int((~finite).sum()))
+    rows = np.concatenate(rows_e)
+    return Samples(states[finite], stored[finite], model[finite], flipped[finite], int((~finite).sum()),
+                   rows[finite])
 
 
-def _metrics(raw: F64, normalized: F64) -> list[DimMetrics]:
+def _episode_mean_quantiles(values: F64, episodes: npt.NDArray[np.int64] | None) -> tuple[F64, F64]:
+    """Per dim, the count-weighted mean over episodes of each episode's 1% and 99% quantiles (LeRobot's way of
+    storing quantiles); NaN without episode membership."""
+    dims = values.shape[1]
+    if episodes is None or episodes.size != values.shape[0] or values.shape[0] == 0:
+        return np.full(dims, np.nan), np.full(dims, np.nan)
+    lo, hi, total = np.zeros(dims), np.zeros(dims), 0
+    for e in np.unique(episodes):
+        part = values[episodes == e]
+        q = np.quantile(part, [0.01, 0.99], axis=0)
+        lo += q[0] * part.shape[0]
+        hi += q[1] * part.shape[0]
+        total += part.shape[0]
+    return lo / total, hi / total
+
+
+def _metrics(raw: F64, normalized: F64, episodes: npt.NDArray[np.int64] | None = None) -> list[DimMetrics]:
     out = []
+    ep_lo, ep_hi = _episode_mean_quantiles(normalized, episodes)
     for j in range(raw.shape[1]):
         r, n = raw[:, j], normalized[:, j]
         rq = np.quantile(r, [0.01, 0.99])
@@ -211,6 +250,7 @@ def _metrics(raw: F64, normalized: F64) -> list[DimMetrics]:
             raw_lo=float(rq[0]), raw_hi=float(rq[1]), raw_mean=float(r.mean()), raw_std=float(r.std()),
             n_lo=float(nq[0]), n_hi=float(nq[1]), n_mean=float(n.mean()), n_std=float(n.std()),
             frac_outside=float(np.mean(np.abs(n) > 1.0)),
+            n_lo_episodes=float(ep_lo[j]), n_hi_episodes=float(ep_hi[j]),
         ))
     return out
 
@@ -230,7 +270,12 @@ def _fits(m: DimMetrics, mode: NormMode, th: DataCheckThresholds) -> bool:
         return m.n_lo >= -1.0 - th.containment_tol and m.n_hi <= 1.0 + th.containment_tol
     if mode == NormMode.ZSCORE:
         return _zscore_fit(m.n_mean, m.n_std, th)
-    return _quantile_fit(m.n_lo, m.n_hi, th.edge_tol)
+    return _quantile_fit(m.n_lo, m.n_hi, th.edge_tol) or _episode_mean_fit(m, th)
+
+
+def _episode_mean_fit(m: DimMetrics, th: DataCheckThresholds) -> bool:
+    """The stats are the data's quantiles in LeRobot's convention (per-episode quantiles, count-weighted mean)."""
+    return bool(np.isfinite(m.n_lo_episodes)) and _quantile_fit(m.n_lo_episodes, m.n_hi_episodes, th.edge_tol)
 
 
 def _looks_normalized(m: DimMetrics, mode: NormMode, th: DataCheckThresholds) -> bool:
@@ -265,20 +310,48 @@ def _stats_text(nz: FeatureNormalizer, i: int) -> str:
 class _FeatureCheck:
     """Classify the dims of one feature; collects findings."""
 
-    def __init__(self, feature: str, nz: FeatureNormalizer, th: DataCheckThresholds) -> None:
+    def __init__(self, feature: str, nz: FeatureNormalizer, th: DataCheckThresholds,
+                 bounds: tuple[F64 | None, F64 | None] = (None, None), episode_mean: bool = False) -> None:
         self.feature = feature
+        # Whether the stats may be LeRobot's per-episode-mean quantiles (their source is LeRobot's): only then is
+        # that convention a way to fit, so other stats are judged as strictly as before.
+        self.episode_mean = episode_mean
         self.nz = nz
         self.th = th
+        # The training data's min/max normalized (when the stats carry them, as LeRobot's do): in containment they
+        # are the trained range, wider than [-1, 1] when the quantiles are per-episode means.
+        lo, hi = bounds
+        self.n_min: F64 | None = None
+        self.n_max: F64 | None = None
+        sized = lo is not None and hi is not None and lo.size == nz.dim and hi.size == nz.dim
+        if sized and lo is not None and hi is not None and nz.mode == NormMode.QUANTILE:
+            n_lo, n_hi = nz.normalize(lo[None, :])[0], nz.normalize(hi[None, :])[0]
+            self.n_min, self.n_max = np.minimum(n_lo, n_hi), np.maximum(n_lo, n_hi)
         self.findings: list[DataFinding] = []
         self.already_normalized: list[int] = []
+        self.normalized: F64 = np.zeros((0, nz.dim))
+
+    def trained_interval(self, i: int) -> tuple[float, float]:
+        """The normalized interval the training data spanned: [-1, 1], widened to its min/max when known."""
+        if self.n_min is None or self.n_max is None:
+            return -1.0, 1.0
+        return min(-1.0, float(self.n_min[i])), max(1.0, float(self.n_max[i]))
 
     def add(self, severity: str, code: str, i: int, message: str) -> None:
         self.findings.append(DataFinding(severity, code, self.feature, i, self.nz.names[i], message))
 
-    def run(self, raw: F64, model_space: F64, flipped: F64 | None, mask: Sequence[bool]) -> list[DimMetrics]:
+    def run(self, raw: F64, model_space: F64, flipped: F64 | None, mask: Sequence[bool],
+            episodes: npt.NDArray[np.int64] | None = None) -> list[DimMetrics]:
         nz, th, mode = self.nz, self.th, self.nz.mode
         normalized = nz.normalize(model_space)
-        metrics = _metrics(model_space, normalized)
+        self.normalized = normalized
+        metrics = _metrics(model_space, normalized, episodes if self.episode_mean else None)
+        if mode == NormMode.QUANTILE and th.coverage:
+            metrics = [replace(m, convention="episode-mean")
+                       if not _quantile_fit(m.n_lo, m.n_hi, th.edge_tol) and _episode_mean_fit(m, th) else m
+                       for m in metrics]
+        if not th.coverage:
+            metrics = [replace(m, within_trained=self.within_trained_range(i, m)) for i, m in enumerate(metrics)]
         stored = _metrics(raw, raw)
         moving = 0
         candidates: list[int] = []
@@ -299,7 +372,9 @@ class _FeatureCheck:
             moving += 1
             # Containment cannot tell robot units that happen to lie in [-1, 1] from normalized data, so identity
             # stats are judged first there; coverage judges them only when the data does not fit.
-            if _fits(m, mode, th) and (th.coverage or not _identity_stats(nz, i, th)):
+            if (_fits(m, mode, th) or self._within_trained(i, m)) and (th.coverage or not _identity_stats(nz, i, th)):
+                if m.convention == "episode-mean" and flipped is not None:
+                    self._delta_flip_fits(i, m, flipped, mask)  # a strict fit of the other choice is reported
                 continue
             if _identity_stats(nz, i, th):
                 why = "the mode is identity" if mode == NormMode.IDENTITY else f"the {mode} stats are identity values"
@@ -311,6 +386,8 @@ class _FeatureCheck:
                 continue
             if _looks_normalized(stored[i], mode, th):
                 candidates.append(i)
+                continue
+            if not th.coverage and self._strays(i, m):
                 continue
             self._other_causes(i, m)
         # Already-normalized data affects a whole feature; one joint that happens to span [-1, 1] does not count.
@@ -335,6 +412,54 @@ class _FeatureCheck:
                  f"actions ({_span(alt, mode)}), not the {said} ones ({_span(m, mode)})")
         return True
 
+    def within_trained_range(self, i: int, m: DimMetrics) -> bool:
+        """Containment: the run's 1%..99% inside the training min/max, which reach past [-1, 1] (the quantiles
+        are narrower than the training data, as LeRobot's per-episode means are): the frames outside [-1, 1] are
+        values the model saw there in training too."""
+        if self.th.coverage or self.n_min is None:
+            return False
+        lo, hi = self.trained_interval(i)
+        return (lo < -1.0 or hi > 1.0) and m.n_lo >= lo and m.n_hi <= hi
+
+    def report_trained_range(self, metrics: Sequence[DimMetrics]) -> None:
+        """One INFO naming the dims a run keeps inside the training min/max but outside [-1, 1]."""
+        dims = [i for i, m in enumerate(metrics) if m.frac_outside > 0 and m.within_trained]
+        if not dims:
+            return
+        worst = max(dims, key=lambda i: metrics[i].frac_outside)
+        self.findings.append(DataFinding(
+            "info", "inside_training_min_max", self.feature, -1, "",
+            f"{len(dims)} dim(s) ({', '.join(self.nz.names[i] for i in dims)}) reach outside [-1, 1] but stay inside "
+            f"the training data's min/max that the stats carry (up to {metrics[worst].frac_outside:.1%} of the frames "
+            f"of {self.nz.names[worst]}): the quantiles are narrower than the training data, so those values are "
+            f"in the trained range"))
+
+    def _within_trained(self, i: int, m: DimMetrics) -> bool:
+        """Containment against the training min/max (when known): inside them the run is in the trained range."""
+        if self.th.coverage or self.n_min is None or self.nz.mode != NormMode.QUANTILE:
+            return False
+        lo, hi = self.trained_interval(i)
+        return m.n_lo >= lo - self.th.containment_tol and m.n_hi <= hi + self.th.containment_tol
+
+    def _strays(self, i: int, m: DimMetrics) -> bool:
+        """Containment: the bulk of a run inside the training range and its tail beyond is a run that strayed (a
+        policy extrapolating in a failing episode, the arm pushed off the demonstrations), not another dataset's
+        stats, whose data would sit outside as a whole. A warning with the figures."""
+        th = self.th
+        lo, hi = self.trained_interval(i)
+        col = self.normalized[:, i]
+        beyond = float(np.mean((col < lo) | (col > hi))) if col.size else 0.0
+        if beyond > th.stray_fraction or not lo <= m.n_mean <= hi:
+            return False
+        name = self.nz.names[i]
+        what = ("the policy's actions went" if self.feature == "actions" else "the robot's state went")
+        self.add("warning", "beyond_training_range", i,
+                 f"beyond the training range: {what} past the checkpoint's range on {name} in this run: normalized "
+                 f"1%..99% at [{m.n_lo:+.2f}, {m.n_hi:+.2f}], {m.frac_outside:.1%} of the frames outside [-1, 1] while "
+                 f"the bulk (mean {m.n_mean:+.2f}) lies inside; a run that strayed from its demonstrations (a failing "
+                 f"episode), not stats from another dataset ({_stats_text(self.nz, i)})")
+        return True
+
     def _other_causes(self, i: int, m: DimMetrics) -> None:
         nz, th, mode = self.nz, self.th, self.nz.mode
         name = nz.names[i]
@@ -354,6 +479,22 @@ class _FeatureCheck:
                      f"stats from another dataset: the data is not normalized by these stats: normalized, {name} "
                      f"has {_span(m, mode)}; data 1%..99% [{m.raw_lo:.4g}, {m.raw_hi:.4g}], mean {m.raw_mean:.4g}, "
                      f"std {m.raw_std:.4g} vs {_stats_text(nz, i)}")
+
+    def report_convention(self, metrics: Sequence[DimMetrics]) -> None:
+        """One INFO when dims fit only in LeRobot's per-episode-mean quantile convention."""
+        dims = [i for i, m in enumerate(metrics) if m.convention == "episode-mean"]
+        if not dims:
+            return
+        worst = max(dims, key=lambda i: max(-metrics[i].n_lo, metrics[i].n_hi))
+        w = metrics[worst]
+        names = ", ".join(self.nz.names[i] for i in dims)
+        self.findings.append(DataFinding(
+            "info", "quantiles_per_episode_mean", self.feature, -1, "",
+            f"the stats' q01/q99 are the data's per-episode quantiles averaged over episodes (LeRobot's convention), "
+            f"not quantiles of all frames, on {len(dims)} dim(s) ({names}); normalized with them the per-episode "
+            f"1%..99% average to about [-1, +1] while the whole-data 1%..99% reach [{w.n_lo:+.2f}, {w.n_hi:+.2f}] "
+            f"({self.nz.names[worst]}) and {w.frac_outside:.1%} of its frames fall outside [-1, 1], as in training "
+            f"with these stats"))
 
     def report_already_normalized(self, code: str, raw: F64) -> None:
         stored = _metrics(raw, raw)
@@ -417,12 +558,21 @@ def check_data(
             f"degenerate dim: {d.name} has spread {d.spread:.3g} in the stats (a joint that never moved in training); "
             f"policy '{d.policy}'",
         ))
-    state_check = _FeatureCheck("state", pipeline.resolved.state, th)
-    state_metrics = state_check.run(samples.states, samples.states, None, [False] * cfg.state_dim)
-    action_check = _FeatureCheck("actions", pipeline.resolved.actions, th)
+    stats = pipeline.stats
+    lerobot = stats.source.kind.startswith("lerobot")
+    state_check = _FeatureCheck("state", pipeline.resolved.state, th, (stats.state.get("min"), stats.state.get("max")),
+                                lerobot)
+    state_metrics = state_check.run(samples.states, samples.states, None, [False] * cfg.state_dim, samples.episodes)
+    action_check = _FeatureCheck("actions", pipeline.resolved.actions, th,
+                                 (stats.actions.get("min"), stats.actions.get("max")), lerobot)
     action_metrics = action_check.run(
-        samples.stored_actions, samples.model_actions, samples.flipped_actions, cfg.action_delta_mask
+        samples.stored_actions, samples.model_actions, samples.flipped_actions, cfg.action_delta_mask,
+        samples.episodes,
     )
+    state_check.report_convention(state_metrics)
+    action_check.report_convention(action_metrics)
+    state_check.report_trained_range(state_metrics)
+    action_check.report_trained_range(action_metrics)
     states_fine = not state_check.already_normalized and not any(f.severity == "error" for f in state_check.findings)
     state_check.report_already_normalized("double_normalization", samples.states)
     action_check.report_already_normalized(
@@ -431,8 +581,9 @@ def check_data(
     if cfg.state_bins > 0:
         bad = {f.index for f in state_check.findings if f.severity == "error"}
         for i, m in enumerate(state_metrics):
-            if i in bad or pipeline.resolved.state.degenerate[i] or m.raw_std < th.constant_std:
-                continue
+            if i in bad or pipeline.resolved.state.degenerate[i] or m.raw_std < th.constant_std \
+                    or m.convention == "episode-mean" or m.within_trained:
+                continue  # frames outside [-1, 1] as in training (the INFO says how many)
             if m.frac_outside > th.bin_out_fraction:
                 state_check.add("warning", "state_out_of_bin_range", i,
                                 f"state out of bin range: {m.frac_outside:.1%} of {pipeline.resolved.state.names[i]} "

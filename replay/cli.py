@@ -11,19 +11,21 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
 
 from policy_norm.errors import NormalizationError
-from replay import stats_tool
+from replay import reference, stats_tool
 from replay.arm_replay import command as arm_replay
+from replay.dataset_args import add_dataset_arguments, open_from_args
 from replay.doctor import command as doctor
+from replay.file_check import broken_summary, check_files, file_lines
 from replay.oracle import command as oracle
 from replay.view import cli as view_cli
 from robodata.dataset import Dataset, DatasetError, DatasetInfo
-from robodata.open import open_dataset
 
 EXIT_OK = 0
 EXIT_DATASET_ERROR = 2
@@ -37,45 +39,6 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, TextIO], int]
-
-
-def parse_episodes(text: str) -> tuple[int, ...]:
-    """ "0,2,5-7" -> (0, 2, 5, 6, 7)."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"episodes must look like 0,2,5-7; got '{text}'") from err
-    return tuple(out)
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every dataset command takes; only the ones given are passed to the reader."""
-    parser.add_argument("--dataset", required=True, help="dataset folder (LeRobot, DP zarr, recording)")
-    parser.add_argument("--episodes", type=parse_episodes, default=None, help="subset, e.g. 0,2,5-7")
-    parser.add_argument("--fps", type=float, default=None, help="DP zarr only: control rate (default 10)")
-    parser.add_argument(
-        "--include-incomplete", action="store_true", help="recordings only: also read incomplete episodes"
-    )
-
-
-def open_from_args(args: argparse.Namespace) -> Dataset:
-    options: dict[str, Any] = {}
-    if args.episodes is not None:
-        options["episodes"] = args.episodes
-    if args.fps is not None:
-        options["fps"] = args.fps
-    if args.include_incomplete:
-        options["include_incomplete"] = True
-    return open_dataset(args.dataset, **options)
 
 
 # ---- info ----------------------------------------------------------------------------------------------
@@ -145,6 +108,10 @@ def print_info(ds: Dataset, out: TextIO, max_episodes: int = 40) -> None:
     out.write(f"\ntasks ({len(info.tasks)})\n")
     for k, task in enumerate(info.tasks):
         out.write(f"  {k}: {task}\n")
+    if info.roles:
+        out.write("\nroles (which stored array is what; the option changes it)\n")
+        for line in info.roles:
+            out.write(f"  {line}\n")
     out.write(f"\nstate  ({info.state_dim}): {', '.join(info.state_names)}\n")
     out.write(f"action ({info.action_dim}): {', '.join(info.action_names)}\n")
     out.write("\nfeatures (key, dtype, shape, names)\n")
@@ -168,11 +135,29 @@ def print_info(ds: Dataset, out: TextIO, max_episodes: int = 40) -> None:
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--max-episodes", type=int, default=40, help="list at most this many episodes")
+    parser.add_argument("--verify", choices=("quick", "full", "none"), default="quick",
+                        help="file check: quick = parquet footers, video containers with their first and last "
+                             "frames, counts vs the episode index (default); full = also every data page and "
+                             "video frame (as slow as reading the dataset); none = skip")
+    parser.add_argument("--no-verify", dest="verify", action="store_const", const="none", help="= --verify none")
 
 
 def _run_info(args: argparse.Namespace, out: TextIO) -> int:
-    print_info(open_from_args(args), out, max_episodes=max(args.max_episodes, 6))
-    return EXIT_OK
+    """Print the summary, then check every file it rests on: exit 2 naming each broken file."""
+    ds = open_from_args(args)
+    print_info(ds, out, max_episodes=max(args.max_episodes, 6))
+    if args.verify == "none":
+        return EXIT_OK
+    checks = check_files(ds, full=args.verify == "full")
+    root = Path(ds.info.path)
+    how = "every page and frame" if args.verify == "full" else "footers, containers, first/last frames"
+    out.write(f"\nfiles ({len(checks)} checked: {how}, counts vs the episode index)\n")
+    for line in file_lines(checks, root):
+        out.write(line + "\n")
+    broken = broken_summary(checks, root)
+    for line in broken:
+        sys.stderr.write(f"error: {root}: {line}\n")
+    return EXIT_DATASET_ERROR if broken else EXIT_OK
 
 
 # ---- stats / doctor ----------------------------------------------------------------------------------------
@@ -207,7 +192,8 @@ def _run_oracle(args: argparse.Namespace, out: TextIO) -> int:
 
 COMMANDS: dict[str, Command] = {
     "info": Command(
-        "info", "summarize a dataset: episodes, tasks, features, cameras, stats", _info_arguments, _run_info
+        "info", "summarize a dataset (episodes, tasks, features, cameras, stats) and check that every file reads; "
+        "exit 2 naming a broken file", _info_arguments, _run_info
     ),
     "stats": Command(
         "stats", "exact norm stats (openpi norm_stats.json, LeRobot stats.json, or ours)", _stats_arguments,
@@ -224,6 +210,12 @@ COMMANDS: dict[str, Command] = {
         "compare a policy's chunks with the dataset's own next actions (per joint, per step); exit 0 when it ran",
         _oracle_arguments,
         _run_oracle,
+    ),
+    "compare-reference": Command(
+        "compare-reference",
+        "compare a dataset with a known-good one or a rig recording: cameras (resolution, colour, R/B channel order), "
+        "fps, joint ranges, start poses; exit 0 clean, 1 warnings, 2 errors",
+        reference.add_arguments, reference.run,
     ),
     "sim": Command(
         "sim", "replay an episode's actions on the MuJoCo arms; exit 0 tracked, 1 beyond threshold, 2 refused",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,9 @@ class DatasetInfo:
     stats: Mapping[str, Mapping[str, npt.NDArray[np.float64]]] | None = None
     # Human-readable remarks a reader wants the user to see (generated names, skipped episodes, ...).
     notes: tuple[str, ...] = ()
+    # Which stored array plays which role when the format does not say (DP zarr), one line per role with the
+    # option that changes it, e.g. "state     data/robot_eef_pose float64 [T, 6] (picked by name; ...)".
+    roles: tuple[str, ...] = ()
 
     @property
     def state_dim(self) -> int:
@@ -190,6 +193,22 @@ class Episode:
 
 
 @dataclass(frozen=True)
+class FileCheck:
+    """One stored file (or array) of a dataset, looked at without reading it all: what it holds, and what is
+    wrong with it (None = readable). `episodes`: the episode indices whose data lie in it."""
+
+    path: Path
+    kind: str  # "data", "video <camera>", "array"
+    detail: str
+    problem: str | None = None
+    episodes: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
 class EpisodeMeta:
     """What a listing needs about an episode, readable without loading its arrays."""
 
@@ -216,6 +235,29 @@ class Dataset(ABC):
         listing does not load every episode; the default loads it."""
         ep = self.episode(index)
         return EpisodeMeta(index=ep.index, length=len(ep), task=ep.task)
+
+    def verify_files(self, full: bool = False) -> list[FileCheck]:
+        """Check that every file the dataset's index names can be read (footers, containers, frame counts),
+        quickly: a reader opens data files lazily, so a truncated or missing one would otherwise surface only
+        when its episode is read. `full`: read every data page and decode every video frame as well (damage in
+        the middle of a file; as slow as reading the dataset). Formats that store everything in what the
+        constructor already read return []."""
+        return []
+
+    def rename_joints(self, state_names: tuple[str, ...], action_names: tuple[str, ...], note: str) -> None:
+        """Give the state and action dimensions other names (same count, same order: a rename, never a
+        reorder), e.g. a dataset's `left_joint_0` as the robot's `left_joint1`. Every tool then sees the new
+        names; the note (where the names came from) is kept with the dataset's notes. Feature specs that carried
+        the old names carry the new ones."""
+        info = self.info
+        for label, old, new in (("state", info.state_names, state_names), ("action", info.action_names, action_names)):
+            if len(old) != len(new):
+                raise DatasetError(f"{info.path}: renaming {label} names needs {len(old)} names, got {len(new)}")
+        renames = {info.state_names: state_names, info.action_names: action_names}
+        features = {key: replace(spec, names=renames.get(spec.names, spec.names)) if spec.names else spec
+                    for key, spec in info.features.items()}
+        self.info = replace(info, state_names=tuple(state_names), action_names=tuple(action_names),
+                            features=features, notes=(*info.notes, note))
 
     def __len__(self) -> int:
         return len(self.episode_indices())

@@ -76,55 +76,83 @@ def _refine(corr: F64, best: int) -> float:
     return best + 0.5 * (left - right) / denom
 
 
-def estimate_lags(series: Sequence[ActionStateSeries], action_names: Sequence[str], state_index: Sequence[int],
-                  max_lag: int, *, signal: Signal = "velocity") -> LagResult:
-    """Lag per action dim j against state dim state_index[j] (negative index: no state, skipped).
+class LagAccumulator:
+    """`estimate_lags` fed one series at a time: per (action dim, state dim) pair, the summed cross-correlation
+    and energies, so a dataset far larger than memory is estimated from one episode at a time with the same
+    arithmetic. `pairs` lists (action dim, state dim); `result` takes the pairing to report."""
 
-    Series with a non-finite value in that pair, or too short for the lag window (fewer than 2 * max_lag + 2
-    samples after differencing), are skipped for that joint; a joint that never moves gets no entry."""
-    if max_lag < 0:
-        raise ValueError(f"max_lag must be >= 0, got {max_lag}")
-    if signal not in SIGNALS:
-        raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
-    k_max = max_lag
-    lags: dict[str, int] = {}
-    peaks: dict[str, float] = {}
-    curves: dict[str, F64] = {}
-    refined: dict[str, float] = {}
-    for j, name in enumerate(action_names):
-        si = state_index[j]
-        if si < 0:
-            continue
-        num = np.zeros(2 * k_max + 1)
-        ex = np.zeros(2 * k_max + 1)
-        ey = np.zeros(2 * k_max + 1)
-        for s in series:
-            x = _prepare(s.actions[:, j], signal)
-            y = _prepare(s.states[:, si], signal)
+    def __init__(self, pairs: Sequence[tuple[int, int]], max_lag: int, signal: Signal = "velocity",
+                 window_only: bool = False) -> None:
+        """window_only: correlate only at the 2 * max_lag + 1 lags reported instead of taking them from the full
+        correlation (O(T x lags) instead of O(T^2) per series; the same sums up to floating-point rounding)."""
+        if max_lag < 0:
+            raise ValueError(f"max_lag must be >= 0, got {max_lag}")
+        if signal not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
+        self.max_lag = max_lag
+        self.signal: Signal = signal
+        self.window_only = window_only
+        width = 2 * max_lag + 1
+        self._sums: dict[tuple[int, int], tuple[F64, F64, F64]] = {
+            (j, si): (np.zeros(width), np.zeros(width), np.zeros(width)) for j, si in pairs if si >= 0}
+
+    def add(self, s: ActionStateSeries) -> None:
+        k_max = self.max_lag
+        for (j, si), (num, ex, ey) in self._sums.items():
+            x = _prepare(s.actions[:, j], self.signal)
+            y = _prepare(s.states[:, si], self.signal)
             ok = np.isfinite(x) & np.isfinite(y)
             if len(x) < 2 * k_max + 2 or not ok.all():
                 continue
             x = x - x.mean()
             y = y - y.mean()
-            full = np.correlate(y, x, mode="full")  # full[n - 1 + k] = sum_t y[t + k] x[t]
             n = len(x)
-            num += full[n - 1 - k_max : n + k_max]
-            if signal == "velocity":
+            if self.window_only:
+                num += np.correlate(np.pad(y, k_max), x, mode="valid")  # [k_max + k] = sum_t y[t + k] x[t]
+            else:
+                full = np.correlate(y, x, mode="full")  # full[n - 1 + k] = sum_t y[t + k] x[t]
+                num += full[n - 1 - k_max : n + k_max]
+            if self.signal == "velocity":
                 ex += float(x @ x)
                 ey += float(y @ y)
             else:
                 overlap_x, overlap_y = _overlap_energies(x, y, k_max)
                 ex += overlap_x
                 ey += overlap_y
-        if ex.min() <= 1e-12 or ey.min() <= 1e-12:
-            continue
-        corr = num / np.sqrt(ex * ey)
-        best = int(np.argmax(corr))
-        lags[name] = best - k_max
-        peaks[name] = float(corr[best])
-        curves[name] = corr
-        refined[name] = _refine(corr, best) - k_max
-    return LagResult(lags, peaks, curves, k_max, refined)
+
+    def result(self, action_names: Sequence[str], state_index: Sequence[int]) -> LagResult:
+        """Lags of action dim j against state dim state_index[j] (a pair that was accumulated; negative: none)."""
+        k_max = self.max_lag
+        lags: dict[str, int] = {}
+        peaks: dict[str, float] = {}
+        curves: dict[str, F64] = {}
+        refined: dict[str, float] = {}
+        for j, name in enumerate(action_names):
+            si = state_index[j]
+            if si < 0:
+                continue
+            num, ex, ey = self._sums[(j, si)]
+            if ex.min() <= 1e-12 or ey.min() <= 1e-12:
+                continue
+            corr = num / np.sqrt(ex * ey)
+            best = int(np.argmax(corr))
+            lags[name] = best - k_max
+            peaks[name] = float(corr[best])
+            curves[name] = corr
+            refined[name] = _refine(corr, best) - k_max
+        return LagResult(lags, peaks, curves, k_max, refined)
+
+
+def estimate_lags(series: Sequence[ActionStateSeries], action_names: Sequence[str], state_index: Sequence[int],
+                  max_lag: int, *, signal: Signal = "velocity") -> LagResult:
+    """Lag per action dim j against state dim state_index[j] (negative index: no state, skipped).
+
+    Series with a non-finite value in that pair, or too short for the lag window (fewer than 2 * max_lag + 2
+    samples after differencing), are skipped for that joint; a joint that never moves gets no entry."""
+    acc = LagAccumulator(list(enumerate(state_index)), max_lag, signal)
+    for s in series:
+        acc.add(s)
+    return acc.result(action_names, state_index)
 
 
 def _overlap_energies(x: F64, y: F64, k_max: int) -> tuple[F64, F64]:

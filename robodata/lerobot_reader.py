@@ -34,6 +34,7 @@ from robodata.dataset import (
     Episode,
     EpisodeMeta,
     FeatureSpec,
+    FileCheck,
     ImageArray,
     check_fps,
 )
@@ -62,7 +63,7 @@ from robodata.lerobot_meta import (
     vector_names,
 )
 from robodata.stats import Stats, aggregate_stats, has_quantiles, stats_from_json
-from robodata.video import decode_video_frames
+from robodata.video import check_video_file, decode_video_frames
 
 SUPPORTED_VERSIONS = (V30, V21, V20)
 
@@ -151,7 +152,8 @@ class LeRobotDataset(Dataset):
             notes.append(
                 f"info.json total_episodes={total} but the episode metadata lists {len(all_records)}"
             )
-        self._data_cache: tuple[Path, pa.Table] | None = None
+        # The data file read last, with each episode's row range when its episodes lie in contiguous runs.
+        self._data_cache: tuple[Path, pa.Table, dict[int, tuple[int, int]] | None] | None = None
         self.info = DatasetInfo(
             format=f"lerobot-{self.version}",
             path=self.root,
@@ -213,7 +215,10 @@ class LeRobotDataset(Dataset):
                 if not (self.root / STATS_PATH).is_file()
                 else []
             )
-            table = pq.read_table(path, columns=needed + optional + stat_cols)
+            try:
+                table = pq.read_table(path, columns=needed + optional + stat_cols)
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"{where}: cannot read parquet: {err}") from err
             rows = table.to_pylist()
             for i, row in enumerate(rows):
                 rw = f"{where} row {i}"
@@ -355,6 +360,58 @@ class LeRobotDataset(Dataset):
         notes.append(f"no stored statistics ({STATS_PATH} missing)")
         return None
 
+    # ---- file checks ----------------------------------------------------------------------------------
+
+    def verify_files(self, full: bool = False) -> list[FileCheck]:
+        """Every data parquet (its footer: row count and columns; `full`: every page of the numeric columns) and
+        every video file (container, first and last frames, frame count and duration against the episode index;
+        `full`: every frame) of the selected episodes."""
+        data_files: dict[Path, list[_EpisodeRecord]] = {}
+        video_files: dict[tuple[str, Path], list[tuple[_EpisodeRecord, _VideoSegment]]] = {}
+        for rec in self._records.values():
+            data_files.setdefault(rec.data_file, []).append(rec)
+            for key, video in rec.videos.items():
+                video_files.setdefault((key, video.path), []).append((rec, video))
+        checks = [self._check_data_file(path, recs, full) for path, recs in sorted(data_files.items())]
+        names = {c.source_key: c.name for c in self.cameras}
+        for (key, path), entries in sorted(video_files.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            episodes = tuple(sorted(rec.index for rec, _ in entries))
+            expected = sum(rec.length for rec, _ in entries)
+            ends = [v.segment[1] for _, v in entries if v.segment is not None]
+            found = check_video_file(path, expected_frames=expected, min_duration_s=max(ends) if ends else None,
+                                     exact=self.options.episodes is None or self.version != V30, full=full)
+            detail = (f"{found.frames} frames, {found.duration_s:.2f} s, {found.width}x{found.height}"
+                      if found.frames else "-")
+            checks.append(FileCheck(path, f"video {names.get(key, key)}", detail, found.problem, episodes))
+        return checks
+
+    def _check_data_file(self, path: Path, recs: list[_EpisodeRecord], full: bool = False) -> FileCheck:
+        episodes = tuple(sorted(r.index for r in recs))
+        expected = sum(r.length for r in recs)
+        if not path.is_file():
+            return FileCheck(path, "data", "-", "file not found", episodes)
+        try:
+            meta = pq.read_metadata(path)
+            names = set(meta.schema.to_arrow_schema().names)
+        except (pa.ArrowInvalid, OSError) as err:
+            return FileCheck(path, "data", "-", f"cannot read the parquet footer: {err}", episodes)
+        detail = f"{meta.num_rows} rows, {meta.num_row_groups} row group(s)"
+        wanted = [self.options.state_key, self.options.action_key, "timestamp", "episode_index", "frame_index"]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            return FileCheck(path, "data", detail, f"missing columns {missing}", episodes)
+        exact = self.options.episodes is None or self.version != V30  # a v3.0 file also holds unselected episodes
+        if meta.num_rows < expected or (exact and meta.num_rows != expected):
+            return FileCheck(path, "data", detail, f"holds {meta.num_rows} rows but the episode index puts "
+                                                   f"{expected} in it (episodes {_describe_indices(list(episodes))})",
+                             episodes)
+        if full:
+            try:
+                pq.read_table(path, columns=wanted)
+            except (pa.ArrowException, OSError) as err:
+                return FileCheck(path, "data", detail, f"a data page cannot be read: {err}", episodes)
+        return FileCheck(path, "data", detail, None, episodes)
+
     # ---- episodes -------------------------------------------------------------------------------------
 
     def episode_indices(self) -> list[int]:
@@ -369,6 +426,7 @@ class LeRobotDataset(Dataset):
     def _numeric_table(self, path: Path) -> pa.Table:
         if self._data_cache is not None and self._data_cache[0] == path:
             return self._data_cache[1]
+        self._data_cache = None  # drop the previous file before reading the next: one file in memory at a time
         if not path.is_file():
             raise DatasetError(f"{path}: data file not found")
         try:
@@ -386,16 +444,26 @@ class LeRobotDataset(Dataset):
         if missing:
             raise DatasetError(f"{path}: missing columns {missing}; columns are {schema.names}")
         optional = [c for c in ("task_index", "index") if c in schema.names]
-        table = pq.read_table(path, columns=wanted + optional)
-        self._data_cache = (path, table)
+        try:
+            table = pq.read_table(path, columns=wanted + optional)
+        except (pa.ArrowException, OSError) as err:  # footer fine, a data page damaged
+            raise DatasetError(f"{path}: cannot read parquet: {err}") from err
+        self._data_cache = (path, table, _episode_ranges(table, str(path)))
         return table
 
     def _episode_rows(self, rec: _EpisodeRecord, table: pa.Table) -> pa.Table:
         where = str(rec.data_file)
-        mask = pc.equal(
-            table.column("episode_index"), pa.scalar(rec.index, table.schema.field("episode_index").type)
-        )
-        rows = table.filter(mask)
+        cache = self._data_cache
+        ranges = cache[2] if cache is not None and cache[1] is table else None
+        if ranges is not None:
+            # A slice, not a filter: filtering scans the whole file for each of its (often hundreds of) episodes.
+            start, stop = ranges.get(rec.index, (0, 0))
+            rows = table.slice(start, stop - start)
+        else:
+            mask = pc.equal(
+                table.column("episode_index"), pa.scalar(rec.index, table.schema.field("episode_index").type)
+            )
+            rows = table.filter(mask)
         if rows.num_rows != rec.length:
             raise DatasetError(
                 f"{where}: episode {rec.index} has {rows.num_rows} rows but its metadata says length {rec.length}"
@@ -511,6 +579,25 @@ def _episode_stats_from_columns(row: Mapping[str, Any], stat_cols: list[str], wh
         except (TypeError, ValueError) as err:
             raise DatasetError(f"{where}: column '{col}' is not numeric: {err}") from err
     return out or None
+
+
+def _episode_ranges(table: pa.Table, where: str) -> dict[int, tuple[int, int]] | None:
+    """Row range [start, stop) of each episode of a data file whose episodes are contiguous runs of rows (LeRobot
+    writes them so), or None when an episode is split over several runs or the column cannot be read (then rows
+    are found by filtering, and a damaged column is reported when an episode is read)."""
+    try:
+        ep = column_int64(table, "episode_index", where)
+    except DatasetError:
+        return None
+    if ep.size == 0:
+        return {}
+    change = np.flatnonzero(np.diff(ep)) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [ep.size]])
+    keys = ep[starts]
+    if np.unique(keys).size != keys.size:
+        return None
+    return {int(k): (int(a), int(b)) for k, a, b in zip(keys, starts, stops, strict=True)}
 
 
 def _describe_indices(indices: list[int]) -> str:

@@ -30,6 +30,7 @@ from robodata.dataset import (
     Episode,
     EpisodeMeta,
     FeatureSpec,
+    FileCheck,
 )
 from robodata.recording_layout import (
     EPISODE_ABORTED,
@@ -276,6 +277,31 @@ class RecordingDataset(Dataset):
     def episode_outcome(self, index: int) -> EpisodeOutcome:
         """How a listed episode ended (completed, or aborted with the reason)."""
         return self._entry(index).outcome
+
+    def verify_files(self, full: bool = False) -> list[FileCheck]:
+        """Each selected episode's arrays (timestamp, state, action, camera frames): their first and last
+        frames decode (`full`: every frame)."""
+        checks: list[FileCheck] = []
+        for index in self.episode_indices():
+            entry = self._entry(index)
+            group = self._episode_group(entry.index)
+            keys = ["timestamp", "state", "action", *(f"images/{c}" for c in self.info.camera_names)]
+            for key in keys:
+                node = group.get(key)
+                path = self.path / group.path / key
+                if not isinstance(node, zarr.Array):
+                    checks.append(FileCheck(path, "array", "-", "missing", (index,)))
+                    continue
+                detail = f"{node.dtype} {list(node.shape)}"
+                rows = [slice(0, entry.length)] if full else [slice(0, 1), slice(entry.length - 1, entry.length)]
+                try:
+                    for row in rows:
+                        np.asarray(node[row])
+                except Exception as err:  # a chunk that does not decode: codec error, truncated file
+                    checks.append(FileCheck(path, "array", detail, f"cannot be read: {err}", (index,)))
+                    continue
+                checks.append(FileCheck(path, "array", detail, None, (index,)))
+        return checks
 
     def _read(self, group: zarr.Group, key: str, length: int) -> npt.NDArray[Any]:
         node = group.get(key)

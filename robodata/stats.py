@@ -223,3 +223,294 @@ def stats_from_json(raw: object, where: str) -> Stats:
                 raise DatasetError(f"{where}: stats['{feature}']['{key}'] is not numeric: {err}") from err
         out[str(feature)] = parsed
     return out
+
+
+# ---- the writers' conventions ----------------------------------------------------------------------------
+#
+# Stored stats are only comparable with stats recomputed the way their writer computed them. mean, std, min, max
+# and count aggregate exactly from per-episode values in every convention; quantiles do not:
+# - LeRobot 0.4+ (dataset v3.0) computes each episode's quantiles from a 5000-bin histogram spanning that
+#   episode's [min, max] (float32, linear interpolation inside the bin; an episode of one frame takes its mean),
+#   stores them per episode (`stats/<feature>/qNN` columns) and writes to meta/stats.json the count-weighted
+#   mean of the episode quantiles, which is not the quantile of all frames;
+# - LeRobot 0.3 (dataset v2.1) stores per-episode mean/std/min/max/count only (meta/episodes_stats.jsonl);
+# - this project's writer and `replay stats` store exact whole-data quantiles (numpy, linear interpolation).
+
+LEROBOT_QUANTILE_BINS = 5000
+QUANTILES_WHOLE_DATA = "whole-data"
+QUANTILES_EPISODE_MEAN = "episode-mean"
+QUANTILE_CONVENTIONS: tuple[str, ...] = (QUANTILES_WHOLE_DATA, QUANTILES_EPISODE_MEAN)
+
+
+def lerobot_episode_quantiles(values: npt.ArrayLike) -> dict[str, StatsArray]:
+    """Per-dim quantiles of one episode [T, D] as LeRobot 0.4-0.6 computes them (RunningQuantileStats over one
+    batch): float32 data, a 5000-bin histogram from min - 1e-10 to max + 1e-10 (float32 arithmetic), the
+    quantile interpolated linearly inside the bin where the cumulative count reaches q x T."""
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise DatasetError(f"episode quantiles need [T, D] values with T >= 1, got shape {arr.shape}")
+    n, dims = arr.shape
+    if n < 2:  # LeRobot's basic stats: every quantile is the mean
+        mean = arr.astype(np.float64).mean(axis=0)
+        return {key: mean.copy() for key, _ in QUANTILES}
+    out = {key: np.empty(dims, dtype=np.float64) for key, _ in QUANTILES}
+    lows = arr.min(axis=0) - np.float32(1e-10)
+    highs = arr.max(axis=0) + np.float32(1e-10)
+    last = LEROBOT_QUANTILE_BINS - 1
+    # The histogram's cumulative count at bin i is the number of values below edge i + 1 (all of them at the last
+    # bin), so only the few bins the quantiles land in are counted, by binary search in the sorted column: the
+    # same integers as np.histogram's, without filling 5000 bins per dim and episode.
+    ordered = np.sort(arr, axis=0)
+    for j in range(dims):
+        col = ordered[:, j]
+        edges = np.linspace(lows[j], highs[j], LEROBOT_QUANTILE_BINS + 1)
+
+        def cum(i: int, col: npt.NDArray[np.float32] = col, edges: npt.NDArray[np.float32] = edges) -> int:
+            return n if i >= last else int(np.searchsorted(col, edges[i + 1], side="left"))
+
+        for key, q in QUANTILES:
+            target = q * n
+            # The first bin whose cumulative count reaches the target: the one holding value number ceil(target).
+            rank = int(np.ceil(target))
+            idx = 0 if rank <= 0 else min(max(int(np.searchsorted(edges, col[rank - 1], side="right")) - 1, 0), last)
+            if idx == 0:
+                value = float(edges[0])
+            else:
+                before = float(cum(idx - 1))
+                inside = float(cum(idx)) - before
+                value = float(edges[idx]) if inside == 0 else float(
+                    edges[idx] + (target - before) / inside * (edges[idx + 1] - edges[idx]))
+            out[key][j] = value
+    return out
+
+
+def episode_feature_stats(values: npt.ArrayLike, quantiles: str | None) -> FeatureStats:
+    """One episode's stats [T, D] -> mean/std/min/max/count, plus quantiles computed per `quantiles`:
+    QUANTILES_EPISODE_MEAN (LeRobot's histogram quantiles, to be averaged over episodes), QUANTILES_WHOLE_DATA
+    (left out here: they need all frames at once) or None."""
+    out = compute_feature_stats(values, with_quantiles=False)
+    if quantiles == QUANTILES_EPISODE_MEAN:
+        out.update(lerobot_episode_quantiles(values))
+    return out
+
+
+def recompute_stats(per_episode_values: Sequence[npt.ArrayLike], quantiles: str | None) -> FeatureStats:
+    """A feature's dataset stats from its per-episode values, the way a writer of the given quantile convention
+    computed them: mean/std/min/max/count exactly, quantiles as the count-weighted mean of LeRobot's episode
+    quantiles (QUANTILES_EPISODE_MEAN), as exact quantiles of all frames (QUANTILES_WHOLE_DATA), or none."""
+    if quantiles not in (None, *QUANTILE_CONVENTIONS):
+        raise ValueError(f"quantile convention must be one of {QUANTILE_CONVENTIONS} or None, got {quantiles!r}")
+    episodes = [e for e in (np.asarray(v, dtype=np.float64) for v in per_episode_values) if e.shape[0]]
+    if not episodes:
+        raise DatasetError("stats need at least one frame")
+    per_episode = [{"f": episode_feature_stats(v, quantiles)} for v in episodes]
+    out = aggregate_stats(per_episode)["f"]
+    if quantiles == QUANTILES_WHOLE_DATA:
+        levels = [q for _, q in QUANTILES]
+        qs = np.quantile(np.concatenate(episodes), levels, axis=0)
+        for i, (key, _) in enumerate(QUANTILES):
+            out[key] = np.asarray(qs[i], dtype=np.float64)
+    return out
+
+
+# ---- whole-data quantiles in bounded memory ------------------------------------------------------------------
+#
+# Exact whole-data quantiles need every frame in memory at once; a dataset of tens of millions of frames does not
+# fit. These histograms are fed one episode at a time and merge by addition, so memory is bins x dims whatever the
+# dataset's size, and every quantile they give is within one bin width of the exact one (the order statistic lies
+# in the bin the cumulative count points at).
+
+
+class LinearHistogram:
+    """Per-dim quantiles of values fed in batches [N, D], from a fixed number of equal bins per dim.
+
+    The range starts at the first batch's [min, max] and doubles (pairs of bins merged) whenever a value falls
+    outside, so it always covers every value seen; `bin_width` is the quantile error bound per dim. Non-finite
+    values are skipped (and counted). Exact min/max are kept alongside."""
+
+    def __init__(self, dims: int, bins: int = 1 << 14) -> None:
+        if bins < 2 or bins % 2:
+            raise ValueError(f"bins must be an even number >= 2, got {bins}")
+        self.dims = dims
+        self.bins = bins
+        self.counts = np.zeros((dims, bins), dtype=np.int64)
+        self.lo = np.zeros(dims, dtype=np.float64)
+        self.width = np.zeros(dims, dtype=np.float64)  # 0 = no value seen yet
+        self.min = np.full(dims, np.inf)
+        self.max = np.full(dims, -np.inf)
+        self.skipped = np.zeros(dims, dtype=np.int64)
+
+    def _cover(self, d: int, lo: float, hi: float) -> None:
+        if self.width[d] == 0.0:
+            span = hi - lo
+            floor = 1e-9 * max(1.0, abs(lo), abs(hi))
+            self.lo[d] = lo
+            self.width[d] = max(span, floor) / (self.bins - 1)  # hi falls inside the last bin
+            return
+        half = self.bins // 2
+        while lo < self.lo[d] or hi >= self.lo[d] + self.bins * self.width[d]:
+            merged = self.counts[d].reshape(half, 2).sum(axis=1)
+            self.counts[d] = 0
+            if lo < self.lo[d]:  # grow downwards: the old range becomes the upper half
+                self.counts[d, half:] = merged
+                self.lo[d] -= self.bins * self.width[d]
+            else:
+                self.counts[d, :half] = merged
+            self.width[d] *= 2.0
+
+    def add(self, values: npt.ArrayLike) -> None:
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[1] != self.dims:
+            raise ValueError(f"expected values [N, {self.dims}], got shape {arr.shape}")
+        if arr.shape[0] == 0:
+            return
+        finite = np.isfinite(arr)
+        all_finite = bool(finite.all())
+        if all_finite:
+            lows, highs = arr.min(axis=0), arr.max(axis=0)
+        else:
+            self.skipped += (~finite).sum(axis=0)
+            lows = np.where(finite, arr, np.inf).min(axis=0)
+            highs = np.where(finite, arr, -np.inf).max(axis=0)
+        seen = np.isfinite(lows)
+        for d in np.flatnonzero(seen):
+            self._cover(int(d), float(lows[d]), float(highs[d]))
+        self.min = np.where(seen, np.minimum(self.min, lows), self.min)
+        self.max = np.where(seen, np.maximum(self.max, highs), self.max)
+        # One bincount over (dim * bins + bin) for all dims at once.
+        width = np.where(self.width > 0, self.width, 1.0)
+        idx = np.floor((arr - self.lo) / width)
+        if not all_finite:
+            idx = idx[finite]
+            offsets = np.broadcast_to(np.arange(self.dims) * self.bins, arr.shape)[finite]
+        else:
+            offsets = np.broadcast_to(np.arange(self.dims) * self.bins, arr.shape)
+        codes = np.clip(idx, 0, self.bins - 1).astype(np.int64) + offsets
+        self.counts += np.bincount(codes.reshape(-1), minlength=self.dims * self.bins).reshape(self.dims, self.bins)
+
+    def count(self, d: int) -> int:
+        return int(self.counts[d].sum())
+
+    def _order_stat(self, d: int, cum: npt.NDArray[np.int64], k: int) -> float:
+        b = int(np.searchsorted(cum, k, side="right"))
+        before = int(cum[b - 1]) if b else 0
+        inside = int(cum[b]) - before
+        value = self.lo[d] + (b + (k - before + 0.5) / inside) * self.width[d]
+        return float(min(max(value, self.min[d]), self.max[d]))
+
+    def quantiles(self, d: int, levels: Sequence[float]) -> StatsArray:
+        """Quantiles of dim d (numpy's linear interpolation between order statistics), each within one bin width
+        of the exact value; NaN when no finite value was seen."""
+        n = self.count(d)
+        if n == 0:
+            return np.full(len(levels), np.nan)
+        cum = np.cumsum(self.counts[d])
+        out = []
+        for q in levels:
+            h = (n - 1) * float(q)
+            k = int(np.floor(h))
+            lo = self._order_stat(d, cum, k)
+            hi = self._order_stat(d, cum, min(k + 1, n - 1))
+            out.append(lo + (h - k) * (hi - lo))
+        return np.asarray(out, dtype=np.float64)
+
+    def median_abs_deviation(self, d: int, center: float) -> float:
+        """Median of |x - center| from the bin centres (within 1.5 bin widths of the exact value when `center`
+        is within one bin width of the exact median)."""
+        n = self.count(d)
+        if n == 0:
+            return float("nan")
+        centres = self.lo[d] + (np.arange(self.bins) + 0.5) * self.width[d]
+        dist = np.abs(centres - center)
+        order = np.argsort(dist, kind="stable")
+        cum = np.cumsum(self.counts[d][order])
+        b = int(np.searchsorted(cum, (n - 1) / 2.0, side="right"))
+        return float(dist[order[min(b, self.bins - 1)]])
+
+
+class LogHistogram:
+    """Per-dim quantiles of magnitudes |x| (errors, intervals) from bins of equal relative width: a value's bin is
+    the top bits of its float32 bit pattern (the exponent and the first `mantissa_bits` mantissa bits, which
+    order positive floats as their values do), so binning costs no logarithm and each bin spans a relative
+    2 ** -mantissa_bits. Values below `low` count in the first bin and above `high` in the last, which keeps the
+    order (a median inside the range stays bounded); NaN and inf are skipped."""
+
+    def __init__(self, dims: int, low: float = 1e-9, high: float = 1e4, mantissa_bits: int = 6) -> None:
+        if not 0 < low < high:
+            raise ValueError(f"need 0 < low < high, got {low}, {high}")
+        if not 0 <= mantissa_bits <= 23:
+            raise ValueError(f"mantissa_bits must be in 0..23, got {mantissa_bits}")
+        self.dims = dims
+        self.shift = 23 - mantissa_bits
+        self.first = int(np.array(low, dtype=np.float32).view(np.int32)) >> self.shift
+        self.last = int(np.array(high, dtype=np.float32).view(np.int32)) >> self.shift
+        self.bins = self.last - self.first + 1
+        self.nonfinite = 255 << (23 - self.shift)  # exponent all ones: inf and NaN
+        self.mantissa_bits = mantissa_bits
+        self.counts = np.zeros((dims, self.bins), dtype=np.int64)
+        self._pending: list[npt.NDArray[np.int64]] = []
+        self._pending_size = 0
+
+    @property
+    def relative_error(self) -> float:
+        """Bound on |estimate / exact - 1| of a quantile inside [low, high]."""
+        return float(2.0 ** -self.mantissa_bits)
+
+    def codes(self, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Flat bin codes (dim * bins + bin) of the finite values of [N, dims] (to pass to `add_codes`)."""
+        arr = np.asarray(values)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[1] != self.dims:
+            raise ValueError(f"expected values [N, {self.dims}], got shape {arr.shape}")
+        top = np.abs(arr.astype(np.float32, copy=False)).view(np.int32)
+        top >>= self.shift
+        offsets = self._offsets[: self.dims] - self.first  # [dims]: dim * bins - first
+        if int(top.max(initial=0)) >= self.nonfinite:
+            keep = top < self.nonfinite
+            cols = np.broadcast_to(offsets, top.shape)[keep]
+            top = np.clip(top[keep], self.first, self.last)
+            return np.asarray(top + cols, dtype=np.int64)
+        np.clip(top, self.first, self.last, out=top)
+        top += offsets.astype(np.int32)
+        return np.asarray(top.reshape(-1), dtype=np.int64)
+
+    @property
+    def _offsets(self) -> npt.NDArray[np.int64]:
+        return np.arange(self.dims, dtype=np.int64) * self.bins
+
+    def add_codes(self, codes: npt.NDArray[np.int64]) -> None:
+        """Count flat bin codes; they are pooled and counted in batches (one bincount per ~500k values instead of
+        one per episode, which would clear and add the whole dims x bins table each time)."""
+        self._pending.append(codes)
+        self._pending_size += codes.size
+        if self._pending_size >= 1 << 19:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            codes = np.concatenate(self._pending)
+            self.counts += np.bincount(codes, minlength=self.dims * self.bins).reshape(self.dims, self.bins)
+            self._pending, self._pending_size = [], 0
+
+    def add(self, values: npt.ArrayLike) -> None:
+        self.add_codes(self.codes(values))
+
+    def count(self, d: int) -> int:
+        self._flush()
+        return int(self.counts[d].sum())
+
+    def median(self, d: int) -> float:
+        """The median of dim d (the middle of the bin holding it), inf when nothing was seen."""
+        n = self.count(d)
+        if n == 0:
+            return float("inf")
+        cum = np.cumsum(self.counts[d])
+        b = min(int(np.searchsorted(cum, (n - 1) / 2.0, side="right")), self.bins - 1) + self.first
+        lo, hi = (np.array([b << self.shift, (b + 1) << self.shift], dtype=np.int32).view(np.float32)
+                  .astype(np.float64))
+        return float((lo + hi) / 2.0)

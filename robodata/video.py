@@ -282,3 +282,94 @@ def decode_video_frames(
         raise DatasetError(f"{where}: decoded frames change size mid-stream: {sorted(shapes)}")
     stacked = np.stack(images)[order]
     return np.ascontiguousarray(stacked[nearest])
+
+
+@dataclass(frozen=True)
+class VideoFileCheck:
+    """What a quick look at one video file found: the container's own frame count and duration, the frame size,
+    and the time of the last frame that decodes. `problem` is None when the file is whole."""
+
+    path: Path
+    frames: int
+    duration_s: float
+    fps: float
+    height: int
+    width: int
+    last_frame_s: float | None
+    problem: str | None = None
+
+
+# How much of a file's end is decoded to prove it is there (seconds before the last frame).
+TAIL_CHECK_S = 1.0
+
+
+def check_video_file(path: Path, expected_frames: int | None = None,
+                     min_duration_s: float | None = None, exact: bool = True, full: bool = False) -> VideoFileCheck:
+    """Open `path`, decode its first frame and its last second, and compare with what the episode index expects.
+
+    Why not a full decode: a truncated mp4 whose index sits at the front (LeRobot's remuxed files) opens fine
+    and declares every frame; only reading at the end shows that the frames are gone. Decoding the head and the
+    tail costs a few dozen frames per file whatever its length. `expected_frames`: the frames the index puts in
+    this file (LeRobot v2.1: the episode length; v3.0: the sum of its episodes' lengths), a minimum only when
+    not `exact` (some of the file's episodes not selected). `min_duration_s`: the largest `to_timestamp` of its
+    episodes. `full`: decode every frame and count them instead of trusting the container's count.
+    """
+    def broken(problem: str, frames: int = 0, duration: float = 0.0, fps: float = 0.0, height: int = 0,
+               width: int = 0, last: float | None = None) -> VideoFileCheck:
+        return VideoFileCheck(path, frames, duration, fps, height, width, last, problem)
+
+    if not path.is_file():
+        return broken("file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return broken("no video stream in the file")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.base_rate
+            fps = float(rate) if rate else 0.0
+            frames = int(stream.frames or 0)
+            base = stream.time_base
+            if stream.duration is not None and base is not None:
+                duration = float(stream.duration * base)
+            elif container.duration is not None:
+                duration = container.duration / 1e6
+            else:
+                duration = frames / fps if fps else 0.0
+            size = (int(stream.height), int(stream.width))
+            decoded = 0
+            last: float | None = None
+            if full:
+                for frame in container.decode(stream):
+                    decoded += 1
+                    last = float(frame.time) if frame.time is not None else last
+                if decoded != frames and frames:
+                    return broken(f"decodes {decoded} of the {frames} frames its container declares", frames,
+                                  duration, fps, *size, last)
+                frames = frames or decoded
+            else:
+                first = next(iter(container.decode(stream)), None)
+                if first is None:
+                    return broken("no frame decodes", frames, duration, fps, *size)
+                if base is not None:
+                    container.seek(int(max(0.0, duration - TAIL_CHECK_S) / base), stream=stream, backward=True,
+                                   any_frame=False)
+                for frame in container.decode(stream):
+                    last = float(frame.time) if frame.time is not None else last
+    except av.FFmpegError as err:
+        return broken(f"cannot be decoded: {err}")
+    except (OSError, ValueError) as err:
+        return broken(f"cannot be read: {err}")
+    period = 1.0 / fps if fps else 0.0
+    end_expected = duration - period
+    if last is None or last < end_expected - 1.5 * period:
+        seen = "no frame" if last is None else f"the last frame at {last:.3f} s"
+        return broken(f"truncated or damaged: the container declares {frames} frames ({duration:.3f} s) but its "
+                      f"end does not decode ({seen}; expected one at {max(end_expected, 0.0):.3f} s)",
+                      frames, duration, fps, *size, last)
+    if expected_frames is not None and frames and (frames < expected_frames or (exact and frames != expected_frames)):
+        return broken(f"holds {frames} frames but the episode index puts {expected_frames} in it",
+                      frames, duration, fps, *size, last)
+    if min_duration_s is not None and duration + 1.5 * period < min_duration_s:
+        return broken(f"lasts {duration:.3f} s but the episode index places an episode up to {min_duration_s:.3f} s",
+                      frames, duration, fps, *size, last)
+    return VideoFileCheck(path, frames, duration, fps, *size, last)

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from robot_client.sim.robot import SimConfig
 
 
+# How the simulated arms' joints are driven (SimConfig.actuation, `--sim-actuation`): "position" = stiff position
+# servos with gravity cancelled per body (what the embedded demo policy was trained on); "mit" = the real motors'
+# MIT law with their gains, torque limits, real gravity and the gravity feed-forward (robot_client.sim.mit).
+SIM_ACTUATIONS = ("position", "mit")
+
+
 class UnknownBackendError(KeyError):
     """A `--robot` name that no backend registered; the message lists the known ones."""
 

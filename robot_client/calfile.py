@@ -19,6 +19,12 @@ its date and method and the robot client warns when one is missing or older than
     measured_at = ...
     method = "stall detection at 0.5 N m"
 
+    [arm.left.gravity]                     # per-joint factors on the arm model's gravity torque
+    factors = { left_joint1 = 1.0, left_joint2 = 1.08, ... }
+    residual_nm = { left_joint1 = 0.0, left_joint2 = 0.12, ... }   # rms misfit over the poses
+    measured_at = ...
+    method = "least squares over 6 still poses, 1 s each"
+
     [camera.top]
     width = 640
     height = 480
@@ -107,6 +113,16 @@ class GripperRange:
 
 
 @dataclass(frozen=True)
+class GravityFactors:
+    """Per-joint factors on the arm model's gravity torque, fitted on the arm (`python -m calibration gravity`),
+    with the rms residual (N m) of the fit per joint."""
+
+    factors: dict[str, float]
+    residual_nm: dict[str, float]
+    measured: Measured
+
+
+@dataclass(frozen=True)
 class CameraExtrinsics:
     """The camera's pose in `frame` (a body of the robot model, or "world"): 4x4 homogeneous, metres."""
 
@@ -142,6 +158,7 @@ class RigCalibration:
     cameras: dict[str, CameraCalibration] = field(default_factory=dict)  # by camera name
     latency: Latency | None = None
     format_version: int = FORMAT_VERSION
+    gravity: dict[str, GravityFactors] = field(default_factory=dict)  # by arm name
 
     # -- consumers ----------------------------------------------------------------------------------------------
     def zero_offsets(self) -> dict[str, float]:
@@ -153,6 +170,7 @@ class RigCalibration:
         out: dict[str, Measured] = {}
         out.update({f"arm.{a}.zero": z.measured for a, z in self.zero.items()})
         out.update({f"arm.{a}.gripper": g.measured for a, g in self.gripper.items()})
+        out.update({f"arm.{a}.gravity": g.measured for a, g in self.gravity.items()})
         for name, cam in self.cameras.items():
             out[f"camera.{name}"] = cam.measured
             if cam.extrinsics is not None:
@@ -193,6 +211,7 @@ def parse_calibration(raw: Mapping[str, Any]) -> RigCalibration:
     rig = _str(raw, "rig", "")
     zero: dict[str, JointZero] = {}
     gripper: dict[str, GripperRange] = {}
+    gravity: dict[str, GravityFactors] = {}
     for arm, body in _table(raw, "arm", "").items():
         where = f"arm.{arm}"
         body = _as_table(body, where)
@@ -206,6 +225,16 @@ def parse_calibration(raw: Mapping[str, Any]) -> RigCalibration:
             gripper[arm] = GripperRange(_finite(g.get("closed"), f"{where}.gripper.closed"),
                                         _finite(g.get("open"), f"{where}.gripper.open"),
                                         _measured(g, f"{where}.gripper"))
+        if "gravity" in body:
+            gv = _as_table(body["gravity"], f"{where}.gravity")
+            factors = {str(k): _finite(v, f"{where}.gravity.factors.{k}")
+                       for k, v in _table(gv, "factors", f"{where}.gravity").items()}
+            for k, v in factors.items():
+                if not 0.0 <= v <= 3.0:
+                    raise CalibrationError(f"{where}.gravity.factors.{k}: expected a factor in [0, 3], got {v}")
+            residual = {str(k): _finite(v, f"{where}.gravity.residual_nm.{k}")
+                        for k, v in _table(gv, "residual_nm", f"{where}.gravity").items()}
+            gravity[arm] = GravityFactors(factors, residual, _measured(gv, f"{where}.gravity"))
     cameras = {name: _camera(_as_table(body, f"camera.{name}"), f"camera.{name}")
                for name, body in _table(raw, "camera", "").items()}
     latency = None
@@ -218,7 +247,7 @@ def parse_calibration(raw: Mapping[str, Any]) -> RigCalibration:
                        _table(lat, "camera_ms", "latency").items()},
             measured=_measured(lat, "latency"),
         )
-    return RigCalibration(rig=rig, zero=zero, gripper=gripper, cameras=cameras, latency=latency)
+    return RigCalibration(rig=rig, zero=zero, gripper=gripper, cameras=cameras, latency=latency, gravity=gravity)
 
 
 def _camera(body: Mapping[str, Any], where: str) -> CameraCalibration:
@@ -316,6 +345,9 @@ def calibration_to_toml(cal: RigCalibration) -> str:
         arms.setdefault(arm, {})["zero"] = {"offsets": dict(z.offsets), **_measured_doc(z.measured)}
     for arm, g in cal.gripper.items():
         arms.setdefault(arm, {})["gripper"] = {"closed": g.closed, "open": g.open, **_measured_doc(g.measured)}
+    for arm, gv in cal.gravity.items():
+        arms.setdefault(arm, {})["gravity"] = {"factors": dict(gv.factors), "residual_nm": dict(gv.residual_nm),
+                                               **_measured_doc(gv.measured)}
     if arms:
         doc["arm"] = arms
     cameras: dict[str, Any] = {}
@@ -379,6 +411,10 @@ def with_gripper(cal: RigCalibration, arm: str, gripper: GripperRange) -> RigCal
     return replace(cal, gripper={**cal.gripper, arm: gripper})
 
 
+def with_gravity(cal: RigCalibration, arm: str, gravity: GravityFactors) -> RigCalibration:
+    return replace(cal, gravity={**cal.gravity, arm: gravity})
+
+
 def with_camera(cal: RigCalibration, name: str, camera: CameraCalibration) -> RigCalibration:
     return replace(cal, cameras={**cal.cameras, name: camera})
 
@@ -412,7 +448,7 @@ def check_against_config(cal: RigCalibration, rig_name: str, arms: Sequence[tupl
     if cal.rig != rig_name:
         errors.append(f"the calibration is for rig {cal.rig!r}, the robot config is {rig_name!r}")
     known_arms = {name for name, _ in arms}
-    for extra in sorted((set(cal.zero) | set(cal.gripper)) - known_arms):
+    for extra in sorted((set(cal.zero) | set(cal.gripper) | set(cal.gravity)) - known_arms):
         errors.append(f"arm.{extra}: the robot config has no arm {extra!r} (arms: {sorted(known_arms)})")
     for arm, joints in arms:
         zero = cal.zero.get(arm)
@@ -425,6 +461,15 @@ def check_against_config(cal: RigCalibration, rig_name: str, arms: Sequence[tupl
                 errors.append(f"arm.{arm}.zero.offsets: joints {unknown} are not joints of arm {arm!r} {list(joints)}")
             if missing:
                 errors.append(f"arm.{arm}.zero.offsets: missing joints {missing}")
+        grav = cal.gravity.get(arm)
+        if grav is not None:
+            unknown = sorted(set(grav.factors) - set(joints))
+            missing = [j for j in joints if j not in grav.factors]
+            if unknown:
+                errors.append(f"arm.{arm}.gravity.factors: joints {unknown} are not joints of arm {arm!r} "
+                              f"{list(joints)}")
+            if missing:
+                errors.append(f"arm.{arm}.gravity.factors: missing joints {missing}")
         grip = cal.gripper.get(arm)
         if grip is None:
             warnings.append(f"arm.{arm}.gripper: no gripper range measured (run `python -m calibration gripper`)")

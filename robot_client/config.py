@@ -23,6 +23,11 @@ second^2, jerks per second^3 in the same units.
     gripper_kd = 0.5
     gripper_type = "linear_4310"
     gripper_limits = [0.0, -6.57]        # motor rad at [closed, open]; required for the real arm
+    gravity_compensation = true           # gravity feed-forward from the arm model (default true)
+    gravity_factors = [1.0, 1.1, 1.1, 1.2, 1.0, 1.0]   # per joint; the rig calibration file's fit wins
+    gravity_clip_nm = 20.0                # per-joint bound on the feed-forward (see ArmConfig)
+    gripper_force_limit = true            # cap the grasp force once the gripper stalls (default true)
+    gripper_max_force_n = 50.0            # that cap, at the jaws
 
     [limits.joint]                        # per joint index within an arm (1..6) plus "gripper"
     ...
@@ -40,6 +45,7 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MOTOR_TYPES = ("DM4340", "DM4310", "DM3507", "DM6248")
 CAN_INTERFACES = ("socketcan", "slcan", "virtual")
+GRAVITY_JOINTS = 6  # joints of the arm model the gravity feed-forward uses
 
 
 class RobotConfigError(ValueError):
@@ -82,8 +88,24 @@ class ArmConfig:
     gripper_type: str = "linear_4310"
     # Motor positions (rad) of the gripper fully closed and fully open; None = not calibrated.
     gripper_limits: tuple[float, float] | None = None
-    # Motor-side watchdog: the motor drops to damping mode after this long without a command (0 = off).
-    watchdog_ms: float = 100.0
+    # Motor-side watchdog (register 9): the motor drops to damping mode after this long without a frame (0 = off).
+    # 400 ms is the factory value, which the maker's driver keeps: the driver's background sender feeds the motors
+    # at 250 Hz whatever the servo loop does, so this only has to catch a dead process; 100 ms tripped on a live
+    # but busy one. The servo loop's own deadline is YamOptions.command_timeout_s.
+    watchdog_ms: float = 400.0
+    # Gravity feed-forward (robot_client.gravity): on in hold and tracking, as the maker's driver does. Factors
+    # scale the arm model's torque per joint (the maker's defaults; `python -m calibration gravity` fits them into
+    # the rig calibration file, which wins); each joint's feed-forward is clipped to +-gravity_clip_nm. 20 N m, not
+    # LeRobot's 10: the arm model needs 14.9 N m on joint 2 with the forearm stretched out, where a 10 N m clip
+    # leaves 0.06 rad of sag (bench/sim_gravity.py); 20 stays under the maker's 25 N m "too large torques" alarm and
+    # the DM4340's 28 N m range, so a wrong model or zero offset still cannot command the motor's full torque.
+    gravity_compensation: bool = True
+    gravity_factors: tuple[float, ...] = (1.0, 1.1, 1.1, 1.2, 1.0, 1.0)
+    gravity_clip_nm: float = 20.0
+    # Gripper force limit (robot_client.gripper_force): once the gripper stalls on an object its push is capped
+    # at this jaw force (the maker's 50 N, about 1.03 N m at a linear_4310's motor).
+    gripper_force_limit: bool = True
+    gripper_max_force_n: float = 50.0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -111,6 +133,22 @@ class ArmConfig:
             raise RobotConfigError(f"arm '{self.name}': can_interface must be one of {CAN_INTERFACES}")
         if self.gripper_limits is not None and abs(self.gripper_limits[1] - self.gripper_limits[0]) < 1e-3:
             raise RobotConfigError(f"arm '{self.name}': gripper_limits {self.gripper_limits} span nothing")
+        if not (math.isfinite(self.watchdog_ms) and (self.watchdog_ms == 0 or 50.0 <= self.watchdog_ms <= 10_000.0)):
+            raise RobotConfigError(f"arm '{self.name}': watchdog_ms must be 0 (off) or lie in [50, 10000] ms (the "
+                                   f"factory value is 400), got {self.watchdog_ms}")
+        if self.gravity_compensation and n != GRAVITY_JOINTS:
+            raise RobotConfigError(f"arm '{self.name}': gravity_compensation needs the {GRAVITY_JOINTS}-joint YAM "
+                                   f"model, the arm has {n} joints; set gravity_compensation = false")
+        if len(self.gravity_factors) != GRAVITY_JOINTS or not all(
+                math.isfinite(f) and 0.0 <= f <= 3.0 for f in self.gravity_factors):
+            raise RobotConfigError(f"arm '{self.name}': gravity_factors must be {GRAVITY_JOINTS} numbers in [0, 3] "
+                                   f"(joints 1-6), got {list(self.gravity_factors)}")
+        if not (math.isfinite(self.gravity_clip_nm) and 0 < self.gravity_clip_nm <= 28.0):
+            raise RobotConfigError(f"arm '{self.name}': gravity_clip_nm must lie in (0, 28] N m (the DM4340's "
+                                   f"torque range), got {self.gravity_clip_nm}")
+        if not (math.isfinite(self.gripper_max_force_n) and 0 < self.gripper_max_force_n <= 200.0):
+            raise RobotConfigError(f"arm '{self.name}': gripper_max_force_n must lie in (0, 200] N, got "
+                                   f"{self.gripper_max_force_n}")
 
 
 @dataclass(frozen=True)
@@ -197,6 +235,18 @@ def _floats(values: Any, where: str) -> tuple[float, ...]:
         raise RobotConfigError(f"{where}: expected a list of numbers, got {values!r}") from None
 
 
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RobotConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RobotConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
 def _limits(raw: Mapping[str, Any], arms: tuple[ArmConfig, ...], where: str) -> dict[str, JointLimits]:
     """[limits.<key>] tables; key is a joint name, "jointN" (applies to that joint on every arm) or "gripper"."""
     out: dict[str, JointLimits] = {}
@@ -244,7 +294,12 @@ def parse_robot_config(raw: Mapping[str, Any], source: str = "<dict>", base_dir:
             motor_types=tuple(str(m) for m in a.get("motor_types", ArmConfig.motor_types)),
             gripper_type=str(a.get("gripper_type", "linear_4310")),
             gripper_limits=None if limits is None else (float(limits[0]), float(limits[1])),
-            watchdog_ms=float(a.get("watchdog_ms", 100.0)),
+            watchdog_ms=_number(a.get("watchdog_ms", 400.0), f"{where}.watchdog_ms"),
+            gravity_compensation=_bool(a.get("gravity_compensation", True), f"{where}.gravity_compensation"),
+            gravity_factors=_floats(a.get("gravity_factors", ArmConfig.gravity_factors), f"{where}.gravity_factors"),
+            gravity_clip_nm=_number(a.get("gravity_clip_nm", ArmConfig.gravity_clip_nm), f"{where}.gravity_clip_nm"),
+            gripper_force_limit=_bool(a.get("gripper_force_limit", True), f"{where}.gripper_force_limit"),
+            gripper_max_force_n=_number(a.get("gripper_max_force_n", 50.0), f"{where}.gripper_max_force_n"),
         ))
     arms_t = tuple(arms)
     safety_raw = raw.get("safety", {})

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from robot_client.backends import SIM_ACTUATIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "data" / "demo_policy"
 EXIT_OK, EXIT_THRESHOLDS, EXIT_CANNOT_RUN = 0, 1, 2
@@ -72,6 +74,8 @@ class DemoConfig:
     seed: int = 0
     chunking: str = "async"
     pace: float = 1.0
+    # How the simulated joints are driven (`--sim-actuation`): the embedded policy was trained on "position".
+    sim_actuation: str = "position"
     thresholds: Thresholds = field(default_factory=Thresholds)
     server_start_timeout_s: float = 180.0
 
@@ -82,6 +86,8 @@ class DemoConfig:
             raise ValueError(f"seconds (episode length) must be > 0, got {self.seconds}")
         if not self.pace > 0:
             raise ValueError(f"pace (simulated seconds per wall second) must be > 0, got {self.pace}")
+        if self.sim_actuation not in SIM_ACTUATIONS:
+            raise ValueError(f"sim_actuation must be one of {list(SIM_ACTUATIONS)}, got {self.sim_actuation!r}")
 
 
 @dataclass
@@ -177,6 +183,7 @@ def run_client(config: DemoConfig, target: str, prompts: list[str]) -> Any:
     run_cli.add_arguments(parser)
     argv = ["--server", target, "--robot", "sim", "--chunking", config.chunking, "--episodes", str(config.episodes),
             "--seconds", str(config.seconds), "--seed", str(config.seed), "--pace", str(config.pace),
+            "--sim-actuation", config.sim_actuation,
             "--record", str(config.out / "recording.zarr"), "--rerun-save", str(config.out / "live.rrd")]
     for prompt in prompts:
         argv += ["--prompt", prompt]
@@ -349,6 +356,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=DemoConfig.seconds, help="episode length")
     parser.add_argument("--seed", type=int, default=DemoConfig.seed, help="scene seed of episode 0")
     parser.add_argument("--pace", type=float, default=DemoConfig.pace, help="simulated seconds per wall second")
+    parser.add_argument("--sim-actuation", choices=SIM_ACTUATIONS, default=DemoConfig.sim_actuation,
+                        help="how the simulated joints are driven: position servos (default, as the embedded policy "
+                             "was trained) or the motors' MIT law with gravity compensation")
     parser.add_argument("--min-success", type=float, default=Thresholds.min_success,
                         help="required closed-loop success rate")
 
@@ -357,7 +367,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     logging.getLogger("robot_client.policy_client").setLevel(logging.ERROR)
     try:
         config = DemoConfig(checkpoint=args.checkpoint, out=args.out, episodes=args.episodes, seconds=args.seconds,
-                            seed=args.seed, pace=args.pace, thresholds=Thresholds(min_success=args.min_success))
+                            seed=args.seed, pace=args.pace, sim_actuation=args.sim_actuation,
+                            thresholds=Thresholds(min_success=args.min_success))
     except ValueError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

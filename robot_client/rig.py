@@ -150,8 +150,10 @@ register_backend(RobotBackend(
 ))
 
 
-def check_names(robot_names: Sequence[str], policy_names: Sequence[str], what: str) -> None:
-    """The policy's joint order must be the robot's, by name: a silent reorder sends joint3's action to joint4."""
-    problem = joint_name_mismatch(robot_names, policy_names, what)
+def check_names(robot_names: Sequence[str], policy_names: Sequence[str], what: str,
+                hint_flag: str | None = None) -> None:
+    """The policy's joint order must be the robot's, by name: a silent reorder sends joint3's action to joint4.
+    `hint_flag`: the option that renames names (`--name-map`), named in the refusal when a renaming would fix it."""
+    problem = joint_name_mismatch(robot_names, policy_names, what, hint_flag=hint_flag)
     if problem is not None:
         raise RigError(problem)

@@ -79,6 +79,41 @@ class RobotStatus:
         return self.enabled and not self.faults
 
 
+@dataclass(frozen=True)
+class GraspReport:
+    """One gripper's force limiting over a period: was it grasping at the end, how often it stalled on
+    something, and the largest |effort| (motor N m) seen at all and after a stall was detected (against the cap)."""
+
+    gripper: str
+    grasping: bool
+    grasps: int
+    peak_effort_nm: float
+    peak_grasp_effort_nm: float
+    cap_nm: float
+
+
+@dataclass(frozen=True)
+class ActuationReport:
+    """What the motors were given beyond the position targets over a period (e.g. an episode): the gravity
+    feed-forward per joint (mean and max |tau_ff|, N m, over the frames sent) and each gripper's grasp state."""
+
+    joints: tuple[str, ...] = ()
+    feedforward_mean_nm: tuple[float, ...] = ()
+    feedforward_max_nm: tuple[float, ...] = ()
+    grippers: tuple[GraspReport, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        if self.joints:
+            worst = max(range(len(self.joints)), key=lambda i: self.feedforward_max_nm[i])
+            parts.append(f"gravity feed-forward max |tau| {self.feedforward_max_nm[worst]:.2f} N m "
+                         f"({self.joints[worst]})")
+        for g in self.grippers:
+            parts.append(f"{g.gripper} {'grasping' if g.grasping else 'free'}, {g.grasps} grasps, peak effort "
+                         f"{g.peak_effort_nm:.2f} N m (after stall {g.peak_grasp_effort_nm:.2f}, cap {g.cap_nm:.2f})")
+        return "; ".join(parts)
+
+
 class Robot(ABC):
     """Abstract robot. Backends: robot_client.sim.SimRobot, robot_client.yam.driver.YamRobot."""
 
@@ -118,6 +153,11 @@ class Robot(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; backends override to also disable."""
+
+    def actuation_report(self, reset: bool = False) -> ActuationReport | None:
+        """Feed-forward and grasp figures since the last reset (None: the backend does not track them).
+        `reset=True` starts a new period after reading. Never raises for a faulted robot."""
+        return None
 
     def __enter__(self) -> Robot:
         self.connect()

@@ -11,7 +11,9 @@ the-arm` unless `--dry-run`. A status line is printed once a second; e-stop with
 An episode that cannot go on (first action refused, another model answering, server lost past `--hold-timeout`,
 a robot fault) ends with the arm holding, is recorded as aborted with its reason, and the reason is printed. A
 refused first action only skips its episode (the arm never moved); any other abort ends the run. Exit status:
-0 every episode completed, 1 e-stopped (or nothing ran), 3 an episode was aborted, 2 real arms not confirmed.
+0 every episode completed, 1 e-stopped (or nothing ran), 3 an episode was aborted, 2 real arms not confirmed or
+a refusal before anything moved (joint names that differ from the config's, with the `--name-map` that would
+rename them; a config the rig cannot use).
 """
 
 from __future__ import annotations
@@ -21,29 +23,33 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from policy_norm.joint_names import NAME_MAP_FLAG, NameMapError, parse_name_map
 from protos import policy_pb2 as pb
 from replay.view.sink_options import add_sink_arguments, sink_from_args
+from robodata.dataset import DatasetError
 from robodata.open import open_dataset
-from robot_client.backends import RigOptions, backend_names, get_backend
+from robot_client.backends import SIM_ACTUATIONS, RigOptions, backend_names, get_backend
 from robot_client.chunking import MODES, ChunkingConfig
-from robot_client.config import RobotConfig, load_robot_config
+from robot_client.config import RobotConfig, RobotConfigError, load_robot_config
 from robot_client.control_loop import TickRecord
 from robot_client.live_compare import LiveComparator, LiveComparison
 from robot_client.policy_client import GrpcPolicy, GrpcPolicyConfig
 from robot_client.policy_worker import ChunkRecord
-from robot_client.rig import Rig, check_names
+from robot_client.rig import Rig, RigError, check_names
 from robot_client.run_recorder import RecorderSpec, RunRecorder
 from robot_client.runner import EpisodeOptions, EpisodeReport, run_episode
 from robot_client.safety import EStop, FirstActionError
 
 if TYPE_CHECKING:
     from replay.view.live import LiveLogger
+    from robot_client.sim.robot import SimConfig
 
 log = logging.getLogger("robot_client")
 
@@ -55,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="policy server HOST:PORT")
     parser.add_argument("--robot", choices=backend_names(), default="sim")
     parser.add_argument("--config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
+    parser.add_argument(NAME_MAP_FLAG, dest="name_map", default=None, metavar="MAP",
+                        help="rename the policy's joint names to the config's: a .toml/.json file ([names] table), "
+                             "pairs left_joint_0=left_joint1,..., and/or index+1; a rename, never a reorder")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="rig calibration file (zero offsets, gripper limits); overrides the config's "
                              "[robot] calibration (real arms only)")
@@ -82,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compare every live chunk with the nearest demonstration of this dataset")
     parser.add_argument("--seed", type=int, default=0, help="sim: scene seed of episode 0")
     parser.add_argument("--pace", type=float, default=1.0, help="sim: simulated seconds per wall second")
+    parser.add_argument("--sim-actuation", choices=SIM_ACTUATIONS, default="position",
+                        help="sim: how the joints are driven: 'position' servos with gravity cancelled (default; "
+                             "what the embedded demo policy was trained on) or 'mit', the real motors' law (gains, "
+                             "torque limits, real gravity and the driver's gravity feed-forward, gripper force cap)")
     parser.add_argument("--token-file", type=Path, help="bearer token for the policy server")
     parser.add_argument("--tls-root-cert", type=Path, help="CA certificate of a TLS policy server")
     parser.add_argument("--i-understand-this-moves-the-arm", dest="confirmed", action="store_true",
@@ -144,12 +157,31 @@ class SessionResult:
         return EXIT_ABORTED if self.aborted else 0
 
 
+def check_policy_names(robot_names: tuple[str, ...], state_names: Sequence[str], action_names: Sequence[str],
+                       name_map: str | None) -> None:
+    """The served policy's state and action names, renamed by `--name-map` when given, must be the config's
+    joints in the config's order; raises RigError saying what differs and which map would fix it."""
+    if name_map is not None:
+        try:
+            mapping = parse_name_map(name_map)
+            mapping.check_entries(state_names, action_names)
+            state_names = mapping.apply(state_names, robot_names, "state names")
+            action_names = mapping.apply(action_names, robot_names, "action names")
+        except NameMapError as err:
+            raise RigError(str(err)) from err
+    check_names(robot_names, state_names, "state", hint_flag=NAME_MAP_FLAG)
+    check_names(robot_names, action_names, "action", hint_flag=NAME_MAP_FLAG)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = run_session(args)
     except ArmsNotConfirmed as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except (RigError, RobotConfigError, DatasetError) as exc:  # refused before anything moved
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for report in result.aborted:
         print(f"episode {report.index} aborted: {report.reason}", file=sys.stderr)
@@ -170,10 +202,22 @@ def run_session(args: argparse.Namespace) -> SessionResult:
     policy = GrpcPolicy(GrpcPolicyConfig(target=args.server, streaming=True, token=token,
                                          tls_root_cert=args.tls_root_cert, allow_model_swap=args.allow_model_swap))
     md = policy.metadata
-    check_names(config.joint_names, md.state_names, "state")
-    check_names(config.joint_names, md.action_names, "action")
+    try:
+        check_policy_names(config.joint_names, md.state_names, md.action_names, args.name_map)
+    except BaseException:
+        policy.close()
+        raise
     cameras = [c.name for c in md.cameras]
-    rig = backend.build(config, cameras, RigOptions(seed=args.seed, pace=args.pace))
+    try:
+        rig = backend.build(config, cameras, RigOptions(seed=args.seed, pace=args.pace,
+                                                        sim=_sim_config(args) if backend.simulated else None))
+    except ValueError as exc:  # the sim model's own check (SimModelError): a joint the model lacks, named
+        policy.close()
+        if backend.simulated:
+            raise RigError(f"the simulated arms cannot be driven with robot config {args.config}: {exc}; the "
+                           f"bundled bimanual_yam config has the model's joint names (rename the policy's names "
+                           f"to them with {NAME_MAP_FLAG})") from exc
+        raise
     chunking = ChunkingConfig(mode=args.chunking, fps=md.control_fps, execute_steps=args.execute,
                               refill_threshold=args.refill if args.refill is not None else md.action_horizon // 2,
                               blend_steps=args.blend)
@@ -244,6 +288,13 @@ def run_session(args: argparse.Namespace) -> SessionResult:
         rig.close()
         policy.close()
     return result
+
+
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    """The simulation settings the sim options ask for (the scene seed is the rig's own)."""
+    from robot_client.sim.robot import SimConfig
+
+    return SimConfig(actuation=getattr(args, "sim_actuation", "position"))
 
 
 def _live_view(args: argparse.Namespace, config: RobotConfig, md: pb.PolicyMetadata, rig: Rig) -> LiveLogger | None:

@@ -33,7 +33,7 @@ from robot_client.motion_stats import MotionMeter, MotionSummary
 from robot_client.policy_client import ModelChangedError
 from robot_client.policy_worker import ChunkRecord, InferencePolicy, PolicyWorker, WorkerStats
 from robot_client.rig import Rig
-from robot_client.robot import RobotFault
+from robot_client.robot import ActuationReport, RobotFault
 from robot_client.safety import EStop, FirstActionError, check_first_action
 from robot_client.servo import JerkLimitedServo, ServoLimits
 
@@ -94,6 +94,9 @@ class EpisodeReport:
     reason: str = ""
     # The error that aborted the episode (None when completed or e-stopped).
     error: Exception | None = field(default=None, repr=False)
+    # Gravity feed-forward used per joint (mean/max |tau|) and each gripper's grasp state over the episode; None
+    # when the backend does not track them.
+    actuation: ActuationReport | None = None
 
     @property
     def aborted(self) -> bool:
@@ -114,6 +117,8 @@ class EpisodeReport:
                 f"resumes, {self.worker.failures} failed queries, max tracking error {self.max_tracking_error:.3f}, "
                 f"success {self.success}; loop {self.timing}"
                 + (f"; {self.motion.describe()}" if self.motion is not None else "")
+                + (f"; {self.actuation.describe()}" if self.actuation is not None and self.actuation.describe()
+                   else "")
                 + (f"; ABORTED: {self.reason}" if self.aborted else ""))
 
 
@@ -157,6 +162,7 @@ def run_episode(
     loop = ServoLoop(robot, servo, rig.clock, deadline_s=config.safety.server_deadline_s,
                      dry_run=options.dry_run, estop=estop, on_tick=tick_hook)
     state = loop.start()
+    robot.actuation_report(reset=True)  # the episode's figures start here
     scheduler = make_scheduler(options.chunking, config.dof)
     worker = PolicyWorker(policy, scheduler, rig.clock, lambda: loop.latest_state, rig.capture_images,
                           prompt=options.prompt, episode_index=index, episode_start=state.timestamp,
@@ -199,6 +205,9 @@ def run_episode(
         if not isinstance(report.error, RobotFault):  # a faulted robot is held by its backend and cannot be read
             try:
                 _bring_to_rest(loop, config.servo_hz)
+                # A deliberate hold between episodes: a backend with a servo deadline (the YAM sender) then keeps
+                # the pose for as long as the next episode takes to start, instead of calling it a stalled loop.
+                robot.hold()
             except RobotFault as fault:
                 report.abort(str(fault), fault)
     if loop.estop.active:
@@ -212,6 +221,7 @@ def run_episode(
     report.success = rig.success(options.prompt)
     report.max_tracking_error = max(errors) if errors else 0.0
     report.motion = meter.summary()
+    report.actuation = robot.actuation_report()
     report.wall_s = time.monotonic() - t_wall
     if raise_on_abort and report.error is not None:
         raise report.error
@@ -228,9 +238,11 @@ def _bring_to_rest(loop: ServoLoop, servo_hz: float) -> None:
 
 
 def _first_chunk(worker: PolicyWorker, loop: ServoLoop, timeout_s: float) -> Chunk:
-    """Query until a chunk arrives, ticking the loop (holding) between attempts."""
+    """Query until a chunk arrives, ticking the loop (holding) between attempts. The query blocks the loop, so the
+    robot is told to hold first: a backend with a servo deadline keeps the pose through a slow first answer."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        loop.robot.hold()
         chunk = worker.query_once()
         if chunk is not None:
             return chunk

@@ -195,16 +195,19 @@ def test_action_names_must_be_the_robot_joints(tmp_path: Path, capsys: pytest.Ca
     check_action_names(names, names)
     swapped = names.copy()
     swapped[1], swapped[2] = swapped[2], swapped[1]
-    with pytest.raises(ReplayError, match=r"different order: \['left_joint2 \(dataset 2, robot 1\)'"):
+    with pytest.raises(ReplayError, match=r"first mismatch at action\[1\]: dataset 'left_joint3', robot "
+                                          r"'left_joint2'; same names, different order") as reorder:
         check_action_names(names, swapped)
+    assert "--name-map" not in str(reorder.value)  # a reorder is never offered a renaming
     renamed = ["left_shoulder", *names[1:]]
-    with pytest.raises(ReplayError, match=r"without a dataset action: \['left_joint1'\].*no robot joint: "
-                                          r"\['left_shoulder'\]"):
+    with pytest.raises(ReplayError, match=r"dataset action names missing on the robot: \['left_shoulder'\]; robot "
+                                          r"joints the dataset lacks: \['left_joint1'\]; to map the names pass "
+                                          r"--name-map left_shoulder=left_joint1"):
         check_action_names(names, renamed)
     ds = _named_dataset(tmp_path / "swapped", swapped)
     code, _ = _cli("sim", "--dataset", str(ds), "--episode", "0", "--no-plots", "--out", str(tmp_path / "o"))
     assert code == EXIT_REFUSED
-    assert "left_joint2 (dataset 2, robot 1)" in capsys.readouterr().err
+    assert "same names, different order" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -30,7 +30,7 @@ from robot_client.sim.clock import SimClock
 from robot_client.sim.robot import SimConfig, SimRobot
 from robot_client.yam import protocol as dm
 from robot_client.yam.driver import YamRobot
-from robot_client.yam.emulator import MotorEmulator
+from robot_client.yam.emulator import MotorEmulator, gravity_load
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample_yam"
@@ -150,7 +150,10 @@ def virtual_rig(tmp_path: Path, first_state: F64) -> Iterator[VirtualRig]:
     path.write_text(text)
     config = load_robot_config(path)
     positions = {n: float(first_state[i]) for i, n in enumerate(config.joint_names) if "gripper" not in n}
-    emus = [MotorEmulator.for_arm(arm, positions=positions).start() for arm in config.arms]
+    # The emulated arms carry their gravity (the driver's feed-forward cancels it, as on the real arm).
+    emus = [MotorEmulator.for_arm(arm, positions=positions,
+                                  load=gravity_load(arm, arm.gravity_factors, arm.gripper_limits)).start()
+            for arm in config.arms]
     initial = {(emu.channel, mid): emu.snapshot(mid).physical_position for emu, arm in zip(emus, config.arms,
                                                                                            strict=True)
                for mid in arm.motor_ids}
@@ -182,4 +185,7 @@ def test_preview_on_the_real_driver_sends_no_command(virtual_rig: VirtualRig, tm
                 continue
             snap = emu.snapshot(mid)
             assert snap.status != dm.StatusCode.LOST_COMMUNICATION, (channel, mid)
-            assert abs(snap.physical_position - q0) < 1e-3, (channel, mid)
+            # Held, not moved: a motor holding with MIT frames settles within a few mrad of where it was (zero
+            # velocity is not representable in 12 bits, so kd x half a step / kp: 1.1 mrad on a DM4310 joint, plus
+            # a position step); any command toward the first action would move it far more.
+            assert abs(snap.physical_position - q0) < 3e-3, (channel, mid)

@@ -29,6 +29,7 @@ from robot_client.calfile import (
 from robot_client.config import load_robot_config
 from robot_client.yam.arm import YamOptions
 from robot_client.yam.driver import YamRobot
+from robot_client.yam.emulator import gravity_load
 from robot_client.yam.gripper import GripperCalibrationError
 from robot_client.yam.rig_calibration import RigCalibrationError
 from tests.calibration_arm_helpers import SLOW_BUS, Bench, bench, run_cli
@@ -134,7 +135,10 @@ def test_yam_robot_reports_angles_corrected_by_the_offsets(rig: Bench, caplog: p
         arm = name.split("_")[0]
         rig.emus[arm].set_position(rig.ids(arm)[name], q)
     caplog.set_level(logging.INFO, logger="robot_client.yam.rig_calibration")
-    robot = YamRobot(load_robot_config(rig.config_path), options=YamOptions(reply_timeout_s=0.1))
+    config = load_robot_config(rig.config_path)
+    for arm_cfg in config.arms:  # the arms carry their gravity, which the driver's feed-forward cancels
+        rig.emus[arm_cfg.name].set_load(gravity_load(arm_cfg, arm_cfg.gravity_factors, (2.5, -4.07)))
+    robot = YamRobot(config, options=YamOptions(reply_timeout_s=0.1))
     try:
         robot.connect()
         robot.enable()
@@ -144,8 +148,9 @@ def test_yam_robot_reports_angles_corrected_by_the_offsets(rig: Bench, caplog: p
         np.testing.assert_allclose(state.positions, expected, atol=2e-3)
         target = expected.copy()
         target[0], target[9] = 0.1, 0.5  # left_joint1, right_joint3
-        for _ in range(300):
-            robot.command(target)
+        robot.command(target)  # the driver's sender carries it: 300 frames of emulated motion
+        for emu in rig.emus.values():
+            emu.wait_for_frames(300)
         assert rig.emus["left"].snapshot(1).physical_position == pytest.approx(0.1, abs=0.02)
         assert rig.emus["right"].snapshot(3).physical_position == pytest.approx(0.5, abs=0.02)
         command = rig.emus["right"].snapshot(3).command  # motor target = joint target + offset

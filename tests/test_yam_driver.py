@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,18 +15,19 @@ import numpy as np
 import pytest
 from can.interfaces.virtual import VirtualBus
 
-from robot_client.config import ArmConfig, RobotConfig, load_robot_config
+from robot_client.config import ArmConfig, RobotConfig, RobotConfigError, load_robot_config
 from robot_client.robot import RobotCommandError, RobotFault
 from robot_client.yam import protocol as dm
 from robot_client.yam.arm import FaultsLatched, YamOptions
 from robot_client.yam.bus import open_bus
-from robot_client.yam.driver import BusFactory, YamRobot
-from robot_client.yam.emulator import EmulatorConfig, ManualClock, MotorEmulator
+from robot_client.yam.driver import BusFactory, YamRobot, open_arm
+from robot_client.yam.emulator import EmulatorConfig, ManualClock, MotorEmulator, gravity_load
 from robot_client.yam.gripper import GripperCalibrationError
 from robot_client.yam.motor_model import OutputMode
 
-# Generous timeouts: the emulator shares the interpreter with the test, and CI machines are slow.
-OPTIONS = YamOptions(reply_timeout_s=0.05, retries=2, setup_retries=3)
+# Generous timeouts: the emulator shares the interpreter with the test, and CI machines are slow. The servo loop's
+# deadline is long here (tests wait on the emulator between commands); its own tests use the default.
+OPTIONS = YamOptions(reply_timeout_s=0.05, retries=2, setup_retries=3, command_timeout_s=60.0)
 GRIPPER = (0.0, -6.57)
 KP = {1: 80.0, 2: 80.0, 3: 80.0, 4: 10.0, 5: 10.0, 6: 10.0, 7: 20.0}
 _channels = itertools.count()
@@ -58,13 +61,17 @@ def make_rig() -> Iterator[Any]:
 
     def build(config: RobotConfig | None = None, positions: Mapping[str, float] | None = None,
               bus_factory: BusFactory = open_bus, connect: bool = True, enable: bool = True,
-              command_dt_s: float = 0.004) -> Rig:
+              command_dt_s: float = 0.004, options: YamOptions = OPTIONS, wall_clock: bool = False,
+              unanswered: frozenset[str] = frozenset(), ignored: frozenset[str] = frozenset()) -> Rig:
+        """`wall_clock`: the emulated watchdogs run on real time (else on a ManualClock the test advances)."""
         cfg = config or make_config()
         clock = ManualClock()
-        emu_config = EmulatorConfig(command_dt_s=command_dt_s)
-        emus = {a.name: MotorEmulator.for_arm(a, positions=positions, clock=clock, config=emu_config).start()
+        emu_config = EmulatorConfig(command_dt_s=command_dt_s, unanswered=unanswered, ignored=ignored)
+        # The emulated arms carry their gravity with the configured factors: the driver's feed-forward cancels it.
+        emus = {a.name: MotorEmulator.for_arm(a, positions=positions, clock=time.monotonic if wall_clock else clock,
+                                              config=emu_config, load=_gravity(a)).start()
                 for a in cfg.arms}
-        robot = YamRobot(cfg, options=OPTIONS, bus_factory=bus_factory)
+        robot = YamRobot(cfg, options=options, bus_factory=bus_factory)
         started.append((robot, list(emus.values())))
         if connect:
             robot.connect()
@@ -75,8 +82,14 @@ def make_rig() -> Iterator[Any]:
     yield build
     for robot, emus in started:
         robot.close()
+        assert not robot.sender_running
         for emu in emus:
             emu.stop()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("yam-sender")]  # every sender joined
+
+
+def _gravity(arm: ArmConfig) -> Any:
+    return gravity_load(arm, arm.gravity_factors, arm.gripper_limits) if arm.gravity_compensation else None
 
 
 def _all_motors(rig: Rig) -> list[tuple[str, int]]:
@@ -88,23 +101,41 @@ def _here(rig: Rig) -> np.ndarray:
     return rig.robot.read_state().positions.clip(*_limit_arrays(rig))
 
 
-def _move(robot: YamRobot, target: np.ndarray, cycles: int) -> None:
-    for _ in range(cycles):
-        robot.command(target)
+def _move(rig: Rig, target: np.ndarray, cycles: int) -> None:
+    """Command `target`, then let the sender carry it for `cycles` frames to every motor (the emulated motion
+    advances per frame, so this is a fixed amount of motion whatever the machine's speed)."""
+    rig.robot.command(target)
+    _wait_frames(rig, cycles)
+
+
+def _wait_frames(rig: Rig, count: int) -> None:
+    for emu in rig.emus.values():
+        emu.wait_for_frames(count)
+
+
+def _wait_fault(rig: Rig, timeout_s: float = 10.0) -> None:
+    """Until the sender has latched a fault (it finds them on its own; command() raises them afterwards)."""
+    deadline = time.monotonic() + timeout_s
+    while not rig.robot.status().faults:
+        assert time.monotonic() < deadline, "no fault latched"
+        time.sleep(0.005)
 
 
 # -- enable / command / read back ------------------------------------------------------------------------------
 def test_connect_programs_watchdog_and_enable_holds_without_jump(make_rig: Any) -> None:
     positions = {"left_joint1": 0.3, "left_joint4": -0.2, "right_joint2": 0.7, "left_gripper": -3.285}
     rig = make_rig(positions=positions)
+    _wait_frames(rig, 3)
     for arm, mid in _all_motors(rig):
         snap = rig.snap(arm, mid)
-        assert snap.watchdog_s == pytest.approx(0.1)
+        assert snap.watchdog_s == pytest.approx(0.4)  # the factory 400 ms, written on purpose
         assert snap.enabled and snap.mode == OutputMode.MIT
         assert snap.command.position == pytest.approx(snap.position, abs=1e-3)  # held where it was
         assert snap.command.kp == pytest.approx(KP[mid], abs=0.2)
         kinds = [e.kind for e in rig.emus[arm].frame_log(mid)]
-        assert kinds == ["register_write", "clear_error", "enable", "mit"]
+        # Clear-error three times (no answer needed), enable, the hold; then the sender's frames, all MIT.
+        assert kinds[:6] == ["register_write", "clear_error", "clear_error", "clear_error", "enable", "mit"]
+        assert set(kinds[6:]) == {"mit"} and len(kinds) >= 8
     state = rig.robot.read_state()
     assert state.names == rig.config.joint_names
     expected = np.zeros(14)
@@ -119,7 +150,7 @@ def test_connect_programs_watchdog_and_enable_holds_without_jump(make_rig: Any) 
 def test_command_moves_the_arms_toward_the_target(make_rig: Any) -> None:
     rig = make_rig()
     target = np.array([0.4, 0.5, 0.6, -0.3, 0.2, -0.4, 0.8, -0.4, 1.0, 0.3, 0.3, -0.2, 0.5, 0.25])
-    _move(rig.robot, target, 250)
+    _move(rig, target, 250)
     state = rig.robot.read_state()
     np.testing.assert_allclose(state.positions, target, atol=0.02)
     assert rig.snap("left", 7).command.position == pytest.approx(0.8 * -6.57, abs=1e-3)
@@ -132,7 +163,9 @@ def test_hold_keeps_a_joint_resting_just_outside_its_limit(make_rig: Any) -> Non
     with pytest.raises(RobotCommandError, match="left_joint2"):
         rig.robot.command(rig.robot.read_state().positions)
     rig.robot.hold()
+    _wait_frames(rig, 3)
     assert rig.snap("left", 2).command.position == pytest.approx(-0.01, abs=1e-3)
+    assert rig.robot.status().ok  # 0.01 rad out is well within the limit watch's margin
 
 
 # -- gripper ---------------------------------------------------------------------------------------------------
@@ -145,7 +178,7 @@ def test_gripper_mapping_both_directions(make_rig: Any, limits: tuple[float, flo
     rig = make_rig(config=make_config(limits))
     target = _here(rig)
     target[6] = opening
-    _move(rig.robot, target, 120)
+    _move(rig, target, 120)
     assert rig.snap("left", 7).command.position == pytest.approx(motor, abs=1e-3)
     assert rig.robot.read_state().positions[6] == pytest.approx(opening, abs=0.02)
 
@@ -168,12 +201,15 @@ def test_refused_targets_name_the_joint_and_send_nothing(make_rig: Any, index: i
     rig = make_rig()
     target = _here(rig)
     target[index] = value
-    before = rig.frames()
+    _wait_frames(rig, 2)
+    before = {(arm, mid): rig.snap(arm, mid).command.position for arm, mid in _all_motors(rig)}
     with pytest.raises(RobotCommandError, match=name):
         rig.robot.command(target)
     with pytest.raises(RobotCommandError, match="14"):
         rig.robot.command(np.zeros(13))
-    assert rig.frames() == before
+    _wait_frames(rig, 3)
+    # The sender goes on holding where the arms were: no part of a refused command reaches a motor.
+    assert {(arm, mid): rig.snap(arm, mid).command.position for arm, mid in _all_motors(rig)} == before
     assert rig.robot.status().ok
 
 
@@ -184,19 +220,21 @@ def test_commands_before_enable_are_refused(make_rig: Any) -> None:
 
 
 # -- faults ----------------------------------------------------------------------------------------------------
-# Fault tests run the emulated motors slowly (0.5 ms of motion per command) so that, a few cycles into a move
-# toward a far target, "holding the measured position" is clearly distinguishable from the target.
-SLOW = 0.0005
+# Fault tests run the emulated motors slowly (0.01 ms of motion per frame) so that, while the sender carries a far
+# target until it finds the fault (an unknown number of frames), "holding the measured position" stays clearly
+# distinguishable from the target.
+SLOW = 0.00001
 TARGET = np.full(14, 0.3)
 
 
 def _start_motion(rig: Rig) -> np.ndarray:
-    _move(rig.robot, TARGET, 5)
+    _move(rig, TARGET, 5)
     return TARGET
 
 
-def _assert_safe_stop(rig: Rig, faulted: tuple[str, int]) -> None:
-    """Faulted motor disabled; every other motor holds its measured position with the configured gains."""
+def _assert_safe_stop(rig: Rig, faulted: tuple[str, int] | None) -> None:
+    """Faulted motor (if any) disabled; every other motor holds its measured position with the configured gains
+    (after a move toward TARGET was started)."""
     for arm_cfg in rig.config.arms:
         for i, mid in enumerate(arm_cfg.motor_ids):
             snap = rig.snap(arm_cfg.name, mid)
@@ -239,6 +277,7 @@ def test_silent_motor_is_a_no_reply_fault_after_retries(make_rig: Any) -> None:
     target = _start_motion(rig)
     rig.emus["left"].drop_replies(3)
     before = rig.emus["left"].frame_count(3)
+    _wait_fault(rig)
     with pytest.raises(RobotFault, match=r"left_joint3: no_reply: .*3 attempts") as info:
         rig.robot.command(target)
     assert info.value.joint == "left_joint3" and info.value.code == "no_reply"
@@ -253,13 +292,30 @@ def test_silent_motor_is_a_no_reply_fault_after_retries(make_rig: Any) -> None:
     _recover(rig)
 
 
+def test_one_unanswered_cycle_is_not_yet_a_dead_motor(make_rig: Any) -> None:
+    """Three attempts of 10 ms unanswered (a host that was late, a frame lost) is asked again on the next cycles;
+    only silence for silence_timeout_s (0.1 s) is a fault."""
+    rig = make_rig(options=YamOptions(reply_timeout_s=0.01, command_timeout_s=60.0))
+    target = _here(rig)
+    _move(rig, target, 3)
+    rig.emus["left"].drop_replies(3, count=3)
+    _wait_frames(rig, 10)
+    assert rig.robot.status().ok
+    rig.emus["left"].drop_replies(3)  # for good now
+    _wait_fault(rig)
+    first = rig.robot.status().faults[0]
+    assert (first.joint, first.code) == ("left_joint3", "no_reply")
+    silent_s = float(first.message.split("(no reply for ")[1].split(" s)")[0])
+    assert silent_s >= 0.1 and "3 attempts of 10 ms" in first.message
+
+
 def test_late_replies_within_the_timeout_are_tolerated(make_rig: Any) -> None:
     rig = make_rig()
     rig.emus["left"].delay_replies(2, 0.02)
     target = _here(rig)
-    _move(rig.robot, target, 5)
+    _move(rig, target, 5)
     rig.emus["left"].delay_replies(2, 0.08, count=1)  # misses one attempt, the resend is answered
-    _move(rig.robot, target, 3)
+    _move(rig, target, 3)
     assert rig.robot.status().ok
 
 
@@ -280,8 +336,10 @@ def test_can_send_errors_are_retried(make_rig: Any) -> None:
     target = _here(rig)
     FlakyBus.failures = 2
     rig.robot.command(target)
-    assert rig.robot.status().ok
+    _wait_frames(rig, 3)
+    assert FlakyBus.failures == 0 and rig.robot.status().ok
     FlakyBus.failures = 10_000
+    _wait_fault(rig)
     with pytest.raises(RobotFault, match=r"no_reply: .*send error: CanOperationError"):
         rig.robot.command(target)
     FlakyBus.failures = 0
@@ -293,7 +351,8 @@ def test_each_error_code_is_named_and_stops_safely(make_rig: Any, code: int) -> 
     target = _start_motion(rig)
     rig.emus["left"].set_error(4, code)
     name = dm.status_name(code)
-    with pytest.raises(RobotFault, match=rf"left_joint4: {name}: status 0x{code:X}: ") as info:
+    _wait_fault(rig)
+    with pytest.raises(RobotFault, match=rf"left_joint4: {name}: .*status 0x{code:X}: .*motor id 4, MOSFET") as info:
         rig.robot.command(target)
     assert (info.value.joint, info.value.code) == ("left_joint4", name)
     _assert_safe_stop(rig, ("left", 4))
@@ -307,6 +366,7 @@ def test_overtemperature_faults_until_cooled(make_rig: Any, kwargs: dict[str, fl
     rig = make_rig(command_dt_s=SLOW)
     target = _start_motion(rig)
     rig.emus["right"].set_temperature(2, **kwargs)
+    _wait_fault(rig)
     with pytest.raises(RobotFault, match=f"right_joint2: {code}"):
         rig.robot.command(target)
     _assert_safe_stop(rig, ("right", 2))
@@ -322,7 +382,8 @@ def test_watchdog_trip_is_reported_as_damping(make_rig: Any) -> None:
     rig = make_rig()
     target = _here(rig)
     rig.robot.command(target)
-    rig.clock.advance(0.25)  # the host went quiet for longer than watchdog_ms = 100
+    rig.clock.advance(0.5)  # the motors heard nothing for longer than watchdog_ms = 400 (as for a dead host)
+    _wait_fault(rig)
     with pytest.raises(RobotFault, match=r"left_joint1: lost_communication: .*damping mode"):
         rig.robot.command(target)
     for arm, mid in _all_motors(rig):
@@ -346,9 +407,228 @@ def test_wrong_zero_offset_refuses_to_enable(make_rig: Any) -> None:
 
 def test_disable_is_safe_after_a_fault_and_repeatable(make_rig: Any) -> None:
     rig = make_rig()
+    here = _here(rig)
     rig.emus["right"].drop_replies(5)
+    _wait_fault(rig)
     with pytest.raises(RobotFault, match="right_joint5: no_reply"):
-        rig.robot.command(_here(rig))
+        rig.robot.command(here)
     rig.robot.disable()
     rig.robot.disable()
     assert not any(rig.snap(arm, mid).enabled for arm, mid in _all_motors(rig))
+
+
+# -- the background sender: servo loop stalls, the motor watchdog, setup turns --------------------------------------
+# The servo loop's deadline at its default (1 s); the emulated watchdogs on real time, as a real motor's.
+DEFAULT_DEADLINE = YamOptions(reply_timeout_s=0.05, retries=2, setup_retries=3)
+
+
+def _mit_frames(rig: Rig) -> dict[tuple[str, int], int]:
+    return {(arm, mid): rig.emus[arm].frames_received(mid) for arm, mid in _all_motors(rig)}
+
+
+@pytest.mark.parametrize("stall_s", [0.3, 0.6])
+def test_a_short_servo_stall_keeps_every_motor_enabled_and_holding(make_rig: Any, stall_s: float) -> None:
+    """0.3 s: a slow camera read or a GC pause. 0.6 s outlasts the motors' 400 ms watchdog: only the sender's
+    frames keep them out of damping mode. Both stay under the servo deadline: no fault, nothing stops."""
+    rig = make_rig(options=DEFAULT_DEADLINE, wall_clock=True)
+    target = _here(rig)
+    target[0] += 0.1
+    _move(rig, target, 5)
+    before = _mit_frames(rig)
+    time.sleep(stall_s)  # the servo loop stalls: no command(), no hold()
+    after = _mit_frames(rig)
+    assert rig.robot.status().ok and not rig.robot.status().faults
+    for key, count in after.items():
+        assert count > before[key], key  # fed during the stall
+        snap = rig.snap(*key)
+        assert snap.enabled and snap.mode == OutputMode.MIT and snap.status == dm.StatusCode.ENABLED, key
+    assert rig.snap("left", 1).command.position == pytest.approx(target[0], abs=1e-3)  # still the last target
+    _move(rig, target, 3)  # the loop resumes as if nothing happened
+    assert rig.robot.status().ok
+
+
+def test_a_2s_servo_stall_stops_safely_and_names_the_cause(make_rig: Any) -> None:
+    rig = make_rig(options=DEFAULT_DEADLINE, wall_clock=True, command_dt_s=SLOW)
+    target = _start_motion(rig)
+    time.sleep(2.0)  # the servo loop stalls for 2 s
+    faults = rig.robot.status().faults
+    assert {(f.joint, f.code) for f in faults} == {("left", "servo_loop_stalled"), ("right", "servo_loop_stalled")}
+    assert "no command() for 1.0" in faults[0].message and "command_timeout_s 1 s" in faults[0].message
+    _assert_safe_stop(rig, None)  # every motor holds where it was, none dropped, none left on the old target
+    before = _mit_frames(rig)
+    _wait_frames(rig, 3)
+    assert all(n > before[key] for key, n in _mit_frames(rig).items())  # the stop pose is still being fed
+    for call in (lambda: rig.robot.command(target), rig.robot.read_state, rig.robot.hold):
+        with pytest.raises(FaultsLatched, match=r"left: servo_loop_stalled: .*no command\(\) for"):
+            call()
+    rig.robot.clear_faults()
+    rig.robot.enable()
+    rig.robot.command(_here(rig))
+    assert rig.robot.status().ok
+
+
+def test_a_deliberate_hold_has_no_deadline_and_the_next_command_rearms_it(make_rig: Any) -> None:
+    """After enable() or hold() the motors keep a pose the caller chose (between episodes, during a blocking first
+    policy query): safe indefinitely, so no stall fault; the deadline guards a moving target only."""
+    rig = make_rig(options=YamOptions(reply_timeout_s=0.05, command_timeout_s=0.3), wall_clock=True)
+    time.sleep(0.6)  # enabled, never commanded
+    assert rig.robot.status().ok
+    rig.robot.command(_here(rig))
+    rig.robot.hold()
+    time.sleep(0.6)  # held deliberately: twice the deadline
+    assert rig.robot.status().ok
+    before = _mit_frames(rig)
+    _wait_frames(rig, 3)
+    assert all(n > before[key] for key, n in _mit_frames(rig).items())  # the hold is still being fed
+    rig.robot.command(_here(rig))
+    time.sleep(0.6)  # tracking, then silence
+    assert [f.code for f in rig.robot.status().faults] == ["servo_loop_stalled"] * 2
+
+
+def test_the_motor_watchdog_is_set_to_the_factory_400_ms(make_rig: Any) -> None:
+    assert ArmConfig.watchdog_ms == 400.0
+    assert all(a.watchdog_ms == 400.0 for a in load_robot_config("bimanual_yam").arms)
+    assert dm.watchdog_register_value(400.0) == 8000  # register 9, 50 us units: the value the maker's tool writes
+    rig = make_rig(enable=False)
+    for arm, mid in _all_motors(rig):
+        assert [e.kind for e in rig.emus[arm].frame_log(mid)] == ["register_write"]
+        assert rig.snap(arm, mid).watchdog_s == pytest.approx(0.4)  # what the motor now holds in register 9
+    with pytest.raises(RobotConfigError, match=r"watchdog_ms must be 0 \(off\) or lie in \[50, 10000\]"):
+        replace(rig.config.arms[0], watchdog_ms=20.0)
+
+
+@pytest.mark.parametrize(("arm", "motor", "offset", "joint", "side"), [
+    ("left", 1, 3.5, "left_joint1", "upper limit +3.14159"),
+    ("right", 2, -0.3, "right_joint2", "lower limit +0.00000"),
+])
+def test_limit_watch_stops_with_the_joint_named(make_rig: Any, arm: str, motor: int, offset: float, joint: str,
+                                                side: str) -> None:
+    rig = make_rig(command_dt_s=SLOW)
+    target = _start_motion(rig)
+    rig.emus[arm].set_position_offset(motor, offset)  # the joint now reads far beyond its limit
+    _wait_fault(rig)
+    faults = rig.robot.status().faults
+    assert (faults[0].joint, faults[0].code) == (joint, "joint_limit_violation")
+    assert f"measured {offset:+.1f}" in faults[0].message and side in faults[0].message
+    # Every motor still enabled and holding where it was, the violating one included (limp would let it fall).
+    for arm_cfg in rig.config.arms:
+        for mid in arm_cfg.motor_ids:
+            snap = rig.snap(arm_cfg.name, mid)
+            assert snap.enabled and snap.mode == OutputMode.MIT, (arm_cfg.name, mid)
+            assert snap.command.position == pytest.approx(snap.position, abs=0.01), (arm_cfg.name, mid)
+    with pytest.raises(FaultsLatched, match=rf"{joint}: joint_limit_violation: .*beyond its"):
+        rig.robot.command(target)
+
+
+def test_limit_watch_leaves_a_joint_within_the_margin_alone(make_rig: Any) -> None:
+    rig = make_rig(positions={"left_joint2": -0.08})  # 0.08 rad under its lower limit: within the 0.1 margin
+    rig.robot.hold()
+    _wait_frames(rig, 10)
+    assert rig.robot.status().ok
+
+
+def test_silent_clear_error_firmware_still_enables(make_rig: Any) -> None:
+    rig = make_rig(unanswered=frozenset({"clear_error"}), enable=False, positions={"left_joint2": 0.7})
+    rig.emus["left"].set_error(4, 0xD)  # left over from a dead host: lost communication
+    rig.robot.enable()
+    _wait_frames(rig, 3)
+    assert rig.robot.status().ok
+    for arm, mid in _all_motors(rig):
+        assert rig.snap(arm, mid).mode == OutputMode.MIT
+        kinds = [e.kind for e in rig.emus[arm].frame_log(mid)]
+        # Three blind clears, then a frame that changes nothing (disable, to a disabled motor) tells its state.
+        assert kinds[1:6] == ["clear_error"] * 3 + ["disable", "enable"]
+    assert rig.robot.read_state().positions[1] == pytest.approx(0.7, abs=2e-3)
+
+
+def test_silent_clear_error_firmware_still_names_a_lasting_error(make_rig: Any) -> None:
+    rig = make_rig(unanswered=frozenset({"clear_error"}), enable=False)
+    rig.emus["right"].set_temperature(6, rotor_c=130.0)
+    with pytest.raises(RobotFault, match=r"right_joint6: motor_overtemperature: status 0xC: .*motor id 6"):
+        rig.robot.enable()
+    # That arm refused before enabling any of its motors; the arm enabled before it holds.
+    assert not any(rig.snap("right", mid).enabled for mid in rig.config.arms[1].motor_ids)
+    assert all(rig.snap("left", mid).mode == OutputMode.MIT for mid in rig.config.arms[0].motor_ids)
+
+
+def test_enable_retries_while_the_reply_shows_an_error(make_rig: Any) -> None:
+    """A motor whose error survives the first clears (the reply to enable still shows it) is cleared and enabled
+    again, as the maker's driver loops."""
+    rig = make_rig(enable=False)
+    emu: MotorEmulator = rig.emus["left"]
+    # The error re-latches when the first enable arrives (e.g. a brown-out as the motor powers up).
+    relatched = threading.Event()
+    original = emu._motors[5].on_special
+
+    def on_special(command: dm.SpecialCommand, now: float) -> bytes:
+        if command == dm.SpecialCommand.ENABLE and not relatched.is_set():
+            relatched.set()
+            emu._motors[5].latch(dm.StatusCode.UNDER_VOLTAGE)
+        return original(command, now)
+
+    emu._motors[5].on_special = on_special  # type: ignore[method-assign]
+    rig.robot.enable()
+    kinds = [e.kind for e in emu.frame_log(5)]
+    first = kinds.index("enable")
+    assert kinds.count("enable") == 2 and kinds[first + 1:first + 4] == ["clear_error"] * 3  # cleared, retried
+    assert rig.robot.status().ok and rig.snap("left", 5).mode == OutputMode.MIT
+
+
+def test_setup_frames_never_interleave_with_the_sender(make_rig: Any) -> None:
+    rig = make_rig()
+    _wait_frames(rig, 5)
+    start = {key: len(rig.emus[key[0]].frame_log(key[1])) for key in _all_motors(rig)}
+    rig.robot.enable()  # again, while the sender is feeding every motor
+    _wait_frames(rig, 3)
+    for arm_cfg in rig.config.arms:
+        for k, mid in enumerate(arm_cfg.motor_ids):
+            kinds = [e.kind for e in rig.emus[arm_cfg.name].frame_log(mid)][start[(arm_cfg.name, mid)]:]
+            first = kinds.index("clear_error")
+            enable = kinds.index("enable")
+            assert kinds[first:first + 3] == ["clear_error"] * 3
+            # Between its clears and its enable, a motor hears only the enable procedure: the hold sent to every
+            # enabled motor after each of the k motors before it. One sender cycle in between would add a frame.
+            assert kinds[first + 3:enable] == ["mit"] * k, (arm_cfg.name, mid)
+            assert set(kinds[:first]) <= {"mit"} and set(kinds[enable + 1:]) == {"mit"}
+
+
+def _zero_bench(unanswered: frozenset[str] = frozenset(),
+                ignored: frozenset[str] = frozenset()) -> tuple[RobotConfig, MotorEmulator]:
+    config = make_config()
+    arm = config.arms[0]
+    emu = MotorEmulator.for_arm(arm, positions={"left_joint1": 0.4, "left_joint3": 0.9},
+                                config=EmulatorConfig(unanswered=unanswered, ignored=ignored)).start()
+    return config, emu
+
+
+def test_save_zero_without_an_answer_is_tolerated_and_checked_by_reading_back() -> None:
+    config, emu = _zero_bench(unanswered=frozenset({"save_zero"}))
+    try:
+        with open_arm(config, "left", options=OPTIONS) as arm:
+            arm.read_limp()
+            arm.save_motor_zero(arm.config.joints)
+            np.testing.assert_allclose(arm.read_limp()[:6], 0.0, atol=1e-3)
+        assert emu.frames_received(1, "save_zero") == 2  # unanswered: sent, then once more, never required
+    finally:
+        emu.stop()
+
+
+def test_save_zero_that_does_not_take_is_a_named_fault() -> None:
+    config, emu = _zero_bench(ignored=frozenset({"save_zero"}))
+    try:
+        with open_arm(config, "left", options=OPTIONS) as arm:
+            arm.read_limp()
+            with pytest.raises(RobotFault, match=r"left_joint1: save_zero_failed: reads \+0\.4000 rad after"):
+                arm.save_motor_zero(arm.config.joints)
+            assert {f.joint for f in arm.faults} == {"left_joint1", "left_joint3"}
+    finally:
+        emu.stop()
+
+
+def test_bad_options_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"YamOptions.send_hz must lie in \[10, 500\]"):
+        YamOptions(send_hz=0.0)
+    with pytest.raises(ValueError, match=r"YamOptions.command_timeout_s"):
+        YamOptions(command_timeout_s=math.nan)
+    with pytest.raises(ValueError, match=r"EmulatorConfig.unanswered: unknown frame kinds \['clear'\]"):
+        EmulatorConfig(unanswered=frozenset({"clear"}))

@@ -2,6 +2,8 @@
 
     python -m replay sim  --dataset PATH --episode N [--speed X] [--pace 1] [--start episode|home] [--dry-run]
     python -m replay real --dataset PATH --episode N [--speed X] [--dry-run] [--i-understand-this-moves-the-arm]
+    (both: [--name-map index+1 | left_joint_0=left_joint1,... | FILE.toml] when the dataset names its joints
+    another way; the refusal of mismatched names prints the map to pass)
 
 Why: before evaluating a model on the rig, replaying a demonstration checks the rig itself (calibration, joint
 order, gains, limits, latency) through exactly the path a policy run takes: action names checked against the
@@ -33,11 +35,13 @@ from typing import TextIO
 
 import numpy as np
 
+from policy_norm.joint_names import NAME_MAP_FLAG, name_map_hint
 from replay.arm_replay.metrics import ReplayMetrics, TrackingThresholds, compute_metrics, format_metrics
 from replay.arm_replay.plan import F64, MAX_SPEED, ReplayError, ReplayPlan, load_plan
 from replay.arm_replay.preview import Keepalive, Preview, format_preview, preview_replay
 from replay.arm_replay.report import ReportInputs, write_report
 from replay.arm_replay.run import ReplayOptions, ReplayTrace, run_replay
+from replay.dataset_args import DEFAULT_ROBOT_CONFIG, add_role_arguments, dataset_options, map_joint_names
 from robodata.dataset import DatasetError
 from robodata.open import open_dataset
 from robot_client.backends import RigOptions, get_backend
@@ -72,6 +76,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode", type=int, required=True, help="episode index to replay")
     parser.add_argument("--fps", type=float, default=None, help="DP zarr only: the dataset's control rate")
     parser.add_argument("--robot-config", default="bimanual_yam", help="robot config TOML (or a bundled name)")
+    add_role_arguments(parser)
     parser.add_argument("--speed", type=float, default=1.0,
                         help=f"playback speed factor in (0, {MAX_SPEED:g}]; servo limits still apply")
     parser.add_argument("--dry-run", action="store_true", help="preview only: compute commands, send none")
@@ -123,8 +128,8 @@ def _check_number(flag: str, value: float, *, zero_ok: bool) -> None:
 def _setup(args: argparse.Namespace, mode: str) -> _Setup:
     """Everything checked before a rig exists: config, dataset, episode, names, options."""
     config = load_robot_config(args.robot_config)
-    options = {"fps": args.fps} if args.fps is not None else {}
-    dataset = open_dataset(args.dataset, **options)
+    dataset = map_joint_names(open_dataset(args.dataset, **dataset_options(args)), args.name_map,
+                              config.joint_names)
     plan = load_plan(dataset, args.episode, config, args.speed)
     _check_number("--max-error", args.max_error, zero_ok=False)
     _check_number("--max-gripper-error", args.max_gripper_error, zero_ok=False)
@@ -184,7 +189,12 @@ def build_replay_sim_rig(config: RobotConfig, plan: ReplayPlan, *, start: str = 
         raise ReplayError(f"--start must be one of {START_CHOICES}, got {start!r}")
     if pace is not None and not pace > 0:
         raise ReplayError(f"--pace must be > 0, got {pace}")
-    rig = get_backend(SIM_BACKEND).build(config, (), RigOptions(seed=seed, pace=pace))
+    from robot_client.sim.world import SimModelError
+
+    try:
+        rig = get_backend(SIM_BACKEND).build(config, (), RigOptions(seed=seed, pace=pace))
+    except SimModelError as err:
+        raise ReplayError(_sim_names_refusal(config, err)) from err
     try:
         robot = rig.robot
         if not isinstance(robot, SimRobot):
@@ -211,6 +221,18 @@ def _replay_sim(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         rig.close()
     return _finish(setup, args, "sim", trace, out)
+
+
+def _sim_names_refusal(config: RobotConfig, err: Exception) -> str:
+    """Why the simulated arms refuse this robot config, and the config plus name map that would run it: the
+    model's actuators carry the bundled config's joint names, so a config renamed to suit a dataset
+    (left_joint_0..) cannot drive them; the dataset's names are mapped instead."""
+    bundled = load_robot_config(DEFAULT_ROBOT_CONFIG).joint_names
+    hint = name_map_hint(bundled, config.joint_names, other="robot config", flag=NAME_MAP_FLAG)
+    fix = (f"run with --robot-config {DEFAULT_ROBOT_CONFIG} (the model's joint names) and "
+           + (hint if hint else f"{NAME_MAP_FLAG} to rename the dataset's joints to {list(bundled)}"))
+    return (f"the simulated arms cannot be driven with robot config '{config.name}': {err}; its joints are "
+            f"{list(config.joint_names)}; {fix}")
 
 
 def _within_limits(config: RobotConfig, positions: F64) -> F64:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.joint_names import NAME_MAP_FLAG, joint_name_mismatch
 from robodata.dataset import Dataset
 from robot_client.chunking import Timeline
 from robot_client.config import RobotConfig
@@ -29,18 +30,11 @@ class ReplayError(ValueError):
 
 def check_action_names(robot_names: Sequence[str], action_names: Sequence[str]) -> None:
     """The dataset's actions must name the robot's joints in the robot's order: a silent reorder would send
-    joint3's action to joint4. Raises ReplayError listing what is missing, extra or out of order."""
-    if tuple(robot_names) == tuple(action_names):
-        return
-    missing = [n for n in robot_names if n not in action_names]
-    extra = [n for n in action_names if n not in robot_names]
-    if missing or extra:
-        detail = f"robot joints without a dataset action: {missing}; dataset actions that are no robot joint: {extra}"
-    else:
-        moved = [f"{n} (dataset {action_names.index(n)}, robot {i})" for i, n in enumerate(robot_names)
-                 if action_names.index(n) != i]
-        detail = f"same names, different order: {moved}"
-    raise ReplayError(f"dataset action names do not match the robot's joint names: {detail}")
+    joint3's action to joint4. Raises ReplayError with what differs and, when a renaming would fix it, the
+    --name-map to pass (the one name comparison of policy_norm.joint_names)."""
+    problem = joint_name_mismatch(robot_names, action_names, "action", other="dataset", hint_flag=NAME_MAP_FLAG)
+    if problem is not None:
+        raise ReplayError(f"dataset {problem}")
 
 
 def check_speed(speed: float) -> float:

@@ -14,7 +14,7 @@ symmetric, so no threshold separates a mirrored recording error from a mirrored 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,25 +123,64 @@ def analyze_arms(episodes: Sequence[DoctorEpisode], layout: ArmLayout, states: F
 
     Per joint the smaller of the absolute and the delta form counts: datasets mix them (delta joints with
     absolute grippers), and the per-joint delta verdicts cannot be trusted when the columns are swapped."""
-    scales = [max(_spread(actions[:, layout.action["left"][i]]), _spread(actions[:, layout.action["right"][i]]),
+    return arm_result(
+        layout,
+        lambda a, s, delta: _tracking(episodes, a, s, th.max_lag, delta),
+        lambda j: _spread(states[:, j]),
+        lambda j: _spread(actions[:, j]),
+        th,
+    )
+
+
+def arm_result(layout: ArmLayout, tracking: Callable[[int, int, bool], float], state_spread_of: Callable[[int], float],
+               action_spread_of: Callable[[int], float], th: ArmThresholds) -> ArmResult:
+    """ArmResult from per-pair tracking errors (action col, state col, delta form: min over lags of the median;
+    see `_tracking`) and per-column spreads (q99 - q01), however they were computed: from the frames in memory
+    or from histograms fed one episode at a time."""
+    scales = [max(action_spread_of(layout.action["left"][i]), action_spread_of(layout.action["right"][i]),
                   th.scale_floor) for i in range(len(layout.suffixes))]
     error: dict[str, dict[str, float]] = {}
     for a_arm in ARMS:
         error[a_arm] = {}
         for s_arm in ARMS:
             per_joint = [
-                min(_tracking(episodes, a, s, th.max_lag, False), _tracking(episodes, a, s, th.max_lag, True)) / scale
+                min(tracking(a, s, False), tracking(a, s, True)) / scale
                 for a, s, scale in zip(layout.action[a_arm], layout.state[s_arm], scales, strict=True)
             ]
             finite = [e for e in per_joint if np.isfinite(e)]
             error[a_arm][s_arm] = float(np.median(finite)) if finite else float("inf")
-    state_spread = {arm: max(_spread(states[:, j]) for j in layout.state[arm]) for arm in ARMS}
-    action_spread = {arm: max(_spread(actions[:, j]) for j in layout.action[arm]) for arm in ARMS}
+    state_spread = {arm: max(state_spread_of(j) for j in layout.state[arm]) for arm in ARMS}
+    action_spread = {arm: max(action_spread_of(j) for j in layout.action[arm]) for arm in ARMS}
     return ArmResult(layout, error, state_spread, action_spread)
 
 
 def _other(arm: str) -> str:
     return ARMS[1 - ARMS.index(arm)]
+
+
+def _moving(result: ArmResult, th: ArmThresholds) -> list[str]:
+    return [arm for arm in ARMS
+            if result.state_spread[arm] >= th.still_spread and result.action_spread[arm] >= th.still_spread]
+
+
+def crossed_arms(result: ArmResult, th: ArmThresholds) -> list[str]:
+    """The arms whose actions track the other arm's state far better than their own (both arms moving)."""
+    if len(_moving(result, th)) < 2:
+        return []  # tracking errors of a still arm say nothing about which column is which
+    e = result.error
+    return [arm for arm in ARMS if e[arm][_other(arm)] * th.swap_ratio < e[arm][arm]]
+
+
+def tracked_state_index(result: ArmResult, th: ArmThresholds, state_index: Sequence[int]) -> list[int]:
+    """Per action dim, the state column to compare it with: its own joint's, or, for an arm whose actions track
+    the other arm (swapped or copied columns), the same joint of that other arm. Checks that pair actions with
+    states (lag, delta vs absolute) then measure the recording, not the swap, which is reported once."""
+    out = list(state_index)
+    for arm in crossed_arms(result, th):
+        other = _other(arm)
+        for a_col, s_col in zip(result.layout.action[arm], result.layout.state[other], strict=True):
+            out[a_col] = s_col
+    return out
 
 
 def arm_findings(result: ArmResult, th: ArmThresholds) -> list[Finding]:
@@ -167,7 +206,7 @@ def arm_findings(result: ArmResult, th: ArmThresholds) -> list[Finding]:
     if len(moving) < 2:
         return out  # tracking errors of a still arm say nothing about which column is which
     e = result.error
-    crossed = [arm for arm in ARMS if e[arm][_other(arm)] * th.swap_ratio < e[arm][arm]]
+    crossed = crossed_arms(result, th)
     joints = ", ".join(result.layout.suffixes)
     if len(crossed) == 2:
         out.append(Finding(

@@ -99,15 +99,18 @@ def bin_coverage(pipeline: NormalizationPipeline, states: F64) -> BinCoverage | 
     return BinCoverage(bins, int(rows.shape[0]), tuple(dims))
 
 
-def bin_findings(coverage: BinCoverage, th: BinThresholds, clipping_reported: Collection[str] = ()) -> list[
-    Finding
-]:
+def bin_findings(coverage: BinCoverage, th: BinThresholds, clipping_reported: Collection[str] = (),
+                 as_trained: Collection[str] = ()) -> list[Finding]:
     """Few bins used (warning), many frames outside [-1, 1] (warning, unless `clipping_reported` already names the dim),
-    and one info line summarizing coverage."""
+    and one info line summarizing coverage. `as_trained`: dims whose bins are what training produced from the same
+    values (quantiles narrower than the training data, the values inside its range; the data check says so in an
+    INFO): neither warning applies to them."""
     out: list[Finding] = []
     top = coverage.bins - 1
     judged = [d for d in coverage.dims if not d.skipped]
     for d in judged:
+        if d.where in as_trained:
+            continue
         if d.bins_used < th.min_bins and d.raw_distinct >= th.min_bins:
             out.append(Finding(
                 "warning", "state_bins_few", d.where,

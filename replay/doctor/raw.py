@@ -110,29 +110,36 @@ def _raw_lerobot(ds: LeRobotDataset, index: int) -> DoctorEpisode:
                          raw=True)
 
 
+def load_episode(ds: Dataset, index: int) -> tuple[DoctorEpisode | None, Finding | None]:
+    """One episode as the reader gives it, or read raw past its refusal (with an INFO saying so), or None with
+    the error naming why it cannot be read."""
+    try:
+        ep = ds.episode(index)
+        return DoctorEpisode(index, ep.states, ep.actions, ep.timestamps, raw=False), None
+    except DatasetError as err:
+        refusal = str(err)
+    raw: DoctorEpisode | None = None
+    try:
+        if isinstance(ds, DPZarrDataset):
+            raw = _raw_dp(ds, index)
+        elif isinstance(ds, LeRobotDataset):
+            raw = _raw_lerobot(ds, index)
+    except (DatasetError, KeyError, ValueError, OSError) as err:
+        refusal += f" (reading it raw failed too: {err})"
+    if raw is None:
+        return None, Finding("error", "episode_unreadable", f"episode {index}", refusal)
+    return raw, Finding("info", "episode_read_raw", f"episode {index}",
+                        f"the reader refused it ({refusal}); checked from the stored columns")
+
+
 def load_episodes(ds: Dataset) -> tuple[list[DoctorEpisode], list[Finding]]:
     """Every episode, as the reader gives it or read raw past its refusal; refusals become findings."""
     episodes: list[DoctorEpisode] = []
     findings: list[Finding] = []
     for index in ds.episode_indices():
-        try:
-            ep = ds.episode(index)
-            episodes.append(DoctorEpisode(index, ep.states, ep.actions, ep.timestamps, raw=False))
-            continue
-        except DatasetError as err:
-            refusal = str(err)
-        raw: DoctorEpisode | None = None
-        try:
-            if isinstance(ds, DPZarrDataset):
-                raw = _raw_dp(ds, index)
-            elif isinstance(ds, LeRobotDataset):
-                raw = _raw_lerobot(ds, index)
-        except (DatasetError, KeyError, ValueError, OSError) as err:
-            refusal += f" (reading it raw failed too: {err})"
-        if raw is None:
-            findings.append(Finding("error", "episode_unreadable", f"episode {index}", refusal))
-        else:
-            findings.append(Finding("info", "episode_read_raw", f"episode {index}",
-                                    f"the reader refused it ({refusal}); checked from the stored columns"))
-            episodes.append(raw)
+        ep, finding = load_episode(ds, index)
+        if finding is not None:
+            findings.append(finding)
+        if ep is not None:
+            episodes.append(ep)
     return episodes, findings

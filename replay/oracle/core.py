@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from policy_norm.joint_names import NAME_MAP_FLAG, name_map_hint
 from replay.oracle.norm import NormalizedView
 from replay.oracle.sources import ChunkSource, FrameObservation
 from robodata.dataset import Dataset, DatasetError, DatasetInfo, Episode
@@ -56,9 +57,10 @@ def match_names(what: str, policy: Sequence[str], dataset: Sequence[str],
         return NameMatch(same, same, positional=True)
     missing = [n for n in dataset if n not in policy]
     extra = [n for n in policy if n not in dataset]
+    hint = name_map_hint(policy, dataset, other="dataset", flag=NAME_MAP_FLAG)
     raise OracleError(f"{what} names differ: the policy has {len(policy)} ({list(policy)}), the dataset "
                       f"{len(dataset)} ({list(dataset)}); missing from the policy: {missing}, not in the dataset: "
-                      f"{extra}")
+                      f"{extra}{f'; {hint}' if hint else ''}")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ Timestamps (JointState.timestamp, camera frames) are simulated time mapped onto 
 (SimWorld.stamp): in real-time mode they follow the wall clock; otherwise they start at the monotonic time of
 the connect/reset and advance with simulated time only, so their differences are simulated durations.
 
+Actuation (SimConfig.actuation): "position" (default) drives each joint with a stiff position servo and cancels
+gravity per body, an idealised arm; "mit" drives it through the real motors' MIT law (robot_client.sim.mit): the
+arm config's kp/kd, v_des = 0, the motor type's torque range, real gravity and the driver's gravity feed-forward,
+the gripper force limiter, applied every physics step. There the arm sags without the feed-forward, a stalled
+gripper's push is capped, and efforts are motor torques (N m, grippers included). Everything below (clock modes,
+faults, holds, delays) works the same in both.
+
 Injected command latency (SimConfig.command_delay_s, for the latency calibration's tests; default 0 = none):
 each `command()` takes effect that many simulated seconds after it was sent, as a real bus and motor driver
 delay it; the motors keep following the previous target meanwhile. `hold()` and the holds on a fault act at once
@@ -38,12 +45,16 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from robot_client.backends import SIM_ACTUATIONS
 from robot_client.config import RobotConfig
+from robot_client.gravity import ARM_JOINTS
 from robot_client.robot import (
     F64,
+    ActuationReport,
     FaultRecord,
     JointState,
     Robot,
@@ -53,12 +64,14 @@ from robot_client.robot import (
     RobotStatus,
 )
 from robot_client.sim.layout import Pose, SceneLayout
+from robot_client.sim.mit import MODEL_GRAVITY_FACTORS, MitDrive
 from robot_client.sim.realtime import RealtimeStats, RealtimeStepper
 from robot_client.sim.tracking import TRACKING_ERROR, TrackingMonitor
 from robot_client.sim.world import DEFAULT_MODEL, SimWorld
 
 SIM_JOINT = "sim"  # the `joint` of faults that belong to the simulation itself
 RANGE_TOLERANCE = 1e-6
+Actuation = Literal["position", "mit"]  # = robot_client.backends.SIM_ACTUATIONS
 
 
 @dataclass(frozen=True)
@@ -82,10 +95,30 @@ class SimConfig:
     realtime_max_lag_s: float = 0.1
     # Injected latency: commands take effect this many simulated seconds after command() (0 = at once).
     command_delay_s: float = 0.0
+    # How the joints are driven (robot_client.backends.SIM_ACTUATIONS): "position" (default; the embedded demo
+    # policy was trained on it) or "mit", the real motors' law with their gains and torque limits, real gravity and
+    # the driver's gravity feed-forward (robot_client.sim.mit). The three settings below apply to "mit" only.
+    actuation: Actuation = "position"
+    # Gravity feed-forward on (as the real driver); an arm whose config turns it off stays off.
+    gravity_compensation: bool = True
+    # Per-joint factors of the feed-forward; None = each arm's configured gravity_factors. Default 1.0: the sim's
+    # plant is the very model the feed-forward comes from, so 1.0 cancels gravity exactly (the real arm's factors
+    # correct for how the real arm differs from it).
+    gravity_factors: tuple[float, ...] | None = MODEL_GRAVITY_FACTORS
+    # Gripper force limiter (robot_client.gripper_force) on the gripper motors; an arm whose config turns it off
+    # stays off.
+    gripper_force_limit: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.command_delay_s) and self.command_delay_s >= 0):
             raise ValueError(f"SimConfig.command_delay_s must be finite and >= 0, got {self.command_delay_s}")
+        if self.actuation not in SIM_ACTUATIONS:
+            raise ValueError(f"SimConfig.actuation must be one of {list(SIM_ACTUATIONS)}, got {self.actuation!r}")
+        if self.gravity_factors is not None:
+            f = self.gravity_factors
+            if len(f) != ARM_JOINTS or not all(math.isfinite(x) and 0.0 <= x <= 3.0 for x in f):
+                raise ValueError(f"SimConfig.gravity_factors must be {ARM_JOINTS} numbers in [0, 3] (joints 1-6) "
+                                 f"or None, got {list(f)}")
 
 
 class SimRobot(Robot):
@@ -109,6 +142,7 @@ class SimRobot(Robot):
         self._latched: list[FaultRecord] = []
         self._injected: dict[str, FaultRecord] = {}
         self._stuck: dict[int, float] = {}
+        self._drive: MitDrive | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -131,6 +165,12 @@ class SimRobot(Robot):
             steps = max(1, math.ceil(self.period_s / world.timestep - 1e-9))
             world.model.opt.timestep = self.period_s / steps
             self._check_ranges(world)
+            if self.sim_config.actuation == "mit":
+                sc = self.sim_config
+                self._drive = MitDrive(self.config, world, gravity_compensation=sc.gravity_compensation,
+                                       gravity_factors=sc.gravity_factors,
+                                       gripper_force_limit=sc.gripper_force_limit)
+                world.use_drive(self._drive)
             self._world = world
             initial = self.sim_config.initial_positions
             self.reset(self.sim_config.seed, joint_positions=None if initial is None else np.asarray(initial, float))
@@ -161,6 +201,8 @@ class SimRobot(Robot):
             self._stuck = {i: float(self._commanded[i]) for i in self._stuck}
             self._latched.clear()
             self._monitor.reset()
+            if self._drive is not None:
+                self._drive.reset()
             self._sim_target = world.time
             if self._stepper is not None:
                 self._stepper.reanchor()
@@ -171,6 +213,8 @@ class SimRobot(Robot):
         with world.lock:
             self._raise_if_faulted("enable")
             self._monitor.reset()
+            if self._drive is not None:
+                self._drive.reset()
             world.set_limp(False)
             self._commanded = world.positions()
             self._in_flight.clear()
@@ -260,6 +304,23 @@ class SimRobot(Robot):
         with self.world.lock:
             self._sim_target += duration_s
             self._advance_locked(self._sim_target)
+
+    def actuation_report(self, reset: bool = False) -> ActuationReport | None:
+        """"mit" actuation: the gravity feed-forward per joint and the grippers' grasp states since the last reset,
+        as the real driver reports them; None in "position" actuation (no motor law to report on)."""
+        if self._drive is None or self._world is None:
+            return None
+        with self._world.lock:
+            report = self._drive.report()
+            if reset:
+                self._drive.reset_stats()
+            return report
+
+    @property
+    def mit_drive(self) -> MitDrive | None:
+        """The motors' law in "mit" actuation (feed-forward and targets of the last step, grasp states); None in
+        "position" actuation or before connect()."""
+        return self._drive
 
     @property
     def realtime_stats(self) -> RealtimeStats | None:

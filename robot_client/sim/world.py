@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import mujoco
 import numpy as np
@@ -54,6 +55,19 @@ class JointBinding:
     gear: float
 
 
+class JointDrive(Protocol):
+    """Drives the robot joints instead of plain position actuators (robot_client.sim.mit): it owns the targets and
+    sets every actuator's ctrl before each physics step from the state of that step."""
+
+    def set_targets(self, targets: F64) -> None: ...
+
+    def targets(self) -> F64: ...
+
+    def before_step(self, world: SimWorld) -> None: ...
+
+    def efforts(self, world: SimWorld) -> F64: ...
+
+
 class SimWorld:
     """Model, data and lock of the station. Methods do not lock: callers that share it across threads hold `lock`."""
 
@@ -78,6 +92,7 @@ class SimWorld:
             raise SimModelError(f"layout places {unknown}, which are not free bodies of {path.name} "
                                 f"(free bodies: {list(self.object_names)})")
         self._gravcomp = self.model.body_gravcomp.copy()
+        self._drive: JointDrive | None = None
         self._clock_offset = time.monotonic()
         self._history_s = 0.0
         self._history: deque[tuple[float, F64]] = deque()
@@ -87,7 +102,9 @@ class SimWorld:
         m = self.model
         act = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, name)
         if act < 0:
-            raise SimModelError(f"no actuator named '{name}' in the model (one per robot joint is required)")
+            actuators = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(m.nu)]
+            raise SimModelError(f"no actuator named '{name}' in the model (one per robot joint is required; its "
+                                f"actuators are {actuators})")
         if m.actuator_trntype[act] != mujoco.mjtTrn.mjTRN_JOINT:
             raise SimModelError(f"actuator '{name}' must drive a joint directly")
         joint = int(m.actuator_trnid[act, 0])
@@ -139,14 +156,30 @@ class SimWorld:
         return np.asarray(self.data.qvel[self._dof], dtype=np.float64) * self._gear
 
     def efforts(self) -> F64:
-        """Actuator force on each driven joint (N m for arm joints, N on the driven finger)."""
+        """Actuator force on each driven joint (N m for arm joints, N on the driven finger); with a drive, what
+        the drive reports (motor torques)."""
+        if self._drive is not None:
+            return self._drive.efforts(self)
         return np.array(self.data.qfrc_actuator[self._dof], dtype=np.float64)
 
     def targets(self) -> F64:
+        if self._drive is not None:
+            return self._drive.targets()
         return np.array(self.data.ctrl[self._act], dtype=np.float64)
 
     def set_targets(self, targets: F64) -> None:
-        self.data.ctrl[self._act] = targets
+        if self._drive is not None:
+            self._drive.set_targets(np.asarray(targets, dtype=np.float64))
+        else:
+            self.data.ctrl[self._act] = targets
+
+    def use_drive(self, drive: JointDrive) -> None:
+        """Hand the joints to `drive` (after it has adapted the model's actuators): from now on it owns the
+        targets and the ctrl, and no body is gravity-compensated (the drive's feed-forward has to hold the arm)."""
+        self._drive = drive
+        self._gravcomp[:] = 0.0
+        self.model.body_gravcomp[:] = 0.0
+        drive.set_targets(self.positions())
 
     def set_joint_positions(self, positions: F64) -> None:
         """Teleport the joints (zero velocity), keep coupled joints consistent, and target the new positions."""
@@ -247,6 +280,8 @@ class SimWorld:
             self._record()
 
     def step(self) -> None:
+        if self._drive is not None:
+            self._drive.before_step(self)
         mujoco.mj_step(self.model, self.data)
         if self._history_s > 0:
             self._record()

@@ -16,8 +16,18 @@ Fault injection (all thread-safe, all by motor id):
 - `set_error(id, code)` latches an error status (0x8..0xE) until a clear-error frame.
 - `set_temperature(id, mosfet_c=, rotor_c=)` at or above the limit latches 0xB / 0xC.
 - `set_mechanical_stops(id, lower, upper)` physical limits where the motor stalls.
+- `set_obstacle(id, position, side)` a one-sided stiff wall (an object in the gripper's jaws): the motor stalls
+  against it and reports the MIT law's torque there, so a force limiter's effect is visible.
+- `set_load(model)` a pose-dependent static load on every motor (`gravity_load(arm, factors)`: the arm's gravity
+  from its MuJoCo model, scaled by "true" per-joint factors), so a motor holding with kp sags and reports the
+  torque a real one would.
 - `set_position_offset(id, offset)` shifts what the motor reports (wrong zero); `set_position(id, q)` moves it.
 - `clear_injections(id=None)` removes drops and delays.
+- Firmware variants (`EmulatorConfig.unanswered` / `.ignored`): frame kinds a motor acts on without answering
+  (clear-error, save-zero on some firmware), or never takes at all.
+
+Progress: `wait_for_frames(n)` blocks until every motor has received n more MIT frames (n x command_dt_s of
+emulated motion), for a driver that sends from its own thread at its own pace.
 """
 
 from __future__ import annotations
@@ -63,12 +73,60 @@ class MotorSpec:
     physics: MotorPhysics | None = None  # None: defaults for the type
 
 
+# Physical motor positions by motor id -> static load torque by motor id (N m the motor must produce to hold).
+LoadModel = Callable[[Mapping[int, float]], Mapping[int, float]]
+LOAD_RESOLUTION_RAD = 1e-3
+
+
+def gravity_load(arm: ArmConfig, factors: Sequence[float] = (1.0,) * 6,
+                 gripper_limits: tuple[float, float] | None = None) -> LoadModel:
+    """The arm's gravity as emulated motor loads: the arm model's torque (robot_client.gravity, unclipped) at
+    the motors' physical angles, times `factors` (the emulated arm's "true" factors a calibration should
+    recover). The gripper motor carries no load; its opening (from `gripper_limits` = (closed, open) motor rad,
+    else fully open) moves the fingers' mass."""
+    from robot_client.gravity import ARM_JOINTS, GravityModel
+
+    if len(arm.joints) != ARM_JOINTS or len(factors) != ARM_JOINTS:
+        raise ValueError(f"gravity_load: the arm model has {ARM_JOINTS} joints; arm '{arm.name}' has "
+                         f"{len(arm.joints)}, factors {len(factors)}")
+    model = GravityModel()
+    scale = [float(f) for f in factors]
+    joint_ids = arm.motor_ids[:ARM_JOINTS]
+    gripper_id = arm.motor_ids[ARM_JOINTS]
+
+    def load(positions: Mapping[int, float]) -> Mapping[int, float]:
+        opening = 1.0
+        if gripper_limits is not None:
+            closed, opened = gripper_limits
+            opening = (positions[gripper_id] - closed) / (opened - closed)
+        raw = model.raw([positions[mid] for mid in joint_ids], opening)
+        return {mid: float(raw[i]) * scale[i] for i, mid in enumerate(joint_ids)}
+
+    return load
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     command_dt_s: float = 0.004  # simulated time per MIT command (a 250 Hz loop)
     poll_s: float = 0.002  # how often the thread wakes without traffic (watchdog, delayed replies)
     seed: int = 0
     log_size: int = 100_000
+    # Firmware variants, as sets of frame kinds (FRAME_KINDS): `unanswered` frames are acted on but never answered
+    # (firmware that does not reply to clear-error or save-zero); `ignored` frames are neither acted on nor
+    # answered (a motor that never takes them, e.g. a save-zero that does not stick).
+    unanswered: frozenset[str] = frozenset()
+    ignored: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for label in ("unanswered", "ignored"):
+            unknown = sorted(set(getattr(self, label)) - FRAME_KINDS)
+            if unknown:
+                raise ValueError(f"EmulatorConfig.{label}: unknown frame kinds {unknown}; known {sorted(FRAME_KINDS)}")
+
+
+# Kinds of frames the emulator tells apart (its frame log names them so).
+FRAME_KINDS = frozenset({"mit", "enable", "disable", "clear_error", "save_zero", "register_read", "register_write",
+                         "register_save"})
 
 
 @dataclass(frozen=True)
@@ -114,18 +172,26 @@ class MotorEmulator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
+        self._load: LoadModel | None = None
+        self._load_at: dict[int, float] = {}  # positions the loads were last evaluated at
+        self._counts: dict[tuple[int, str], int] = {}  # frames received by (motor id, kind), never capped
+        self._frames_seen = threading.Condition(self._lock)
 
     @classmethod
     def for_arm(cls, arm: ArmConfig, *, positions: Mapping[str, float] | None = None,
                 stops: Mapping[str, tuple[float, float]] | None = None, config: EmulatorConfig | None = None,
-                clock: Callable[[], float] = time.monotonic) -> MotorEmulator:
-        """The arm's motors (ids and types from the config) on its channel; positions/stops by joint name."""
+                clock: Callable[[], float] = time.monotonic, load: LoadModel | None = None) -> MotorEmulator:
+        """The arm's motors (ids and types from the config) on its channel; positions/stops by joint name;
+        `load` e.g. `gravity_load(arm, factors)`."""
         positions = positions or {}
         stops = stops or {}
         specs = [MotorSpec(mid, mtype, positions.get(name, 0.0), stops.get(name))
                  for name, mid, mtype in zip(arm.names, arm.motor_ids, arm.motor_types, strict=True)]
-        return cls(arm.can_channel or f"yam_{arm.name}", specs, config=config, clock=clock,
-                   interface=arm.can_interface)
+        emulator = cls(arm.can_channel or f"yam_{arm.name}", specs, config=config, clock=clock,
+                       interface=arm.can_interface)
+        if load is not None:
+            emulator.set_load(load)
+        return emulator
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> MotorEmulator:
@@ -212,6 +278,33 @@ class MotorEmulator:
                     raise ValueError(f"stops need lower < upper, got {lower}, {upper}")
                 m.stops = (lower, upper)
 
+    def set_obstacle(self, motor_id: int, position: float | None, side: int = +1) -> None:
+        """A stiff wall at physical `position` (rad) blocking motion past it: `side` +1 blocks motion above it,
+        -1 below it (closing is +1 for the YAM linear grippers). `position=None` removes it. The motor must be on
+        the free side when the wall is set."""
+        with self._lock:
+            m = self._motor(motor_id)
+            if position is None:
+                m.obstacle = None
+                return
+            if side not in (-1, 1):
+                raise ValueError(f"obstacle side must be +1 or -1, got {side}")
+            if (m.q - position) * side > 0:
+                raise ValueError(f"motor {motor_id} is at {m.q:.3f} rad, already past an obstacle at {position:.3f} "
+                                 f"(side {side:+d}); set it ahead of the motor")
+            m.obstacle = (float(position), side)
+
+    def set_load(self, model: LoadModel | None) -> None:
+        """Pose-dependent static loads on the motors (None removes them), re-evaluated before every step."""
+        with self._lock:
+            self._load = model
+            self._load_at = {}
+            if model is None:
+                for m in self._motors.values():
+                    m.load_nm = 0.0
+            else:
+                self._update_loads()
+
     def set_position_offset(self, motor_id: int, offset: float) -> None:
         with self._lock:
             self._motor(motor_id).offset = offset
@@ -225,6 +318,7 @@ class MotorEmulator:
     def advance(self, seconds: float, motor_ids: Iterable[int] | None = None) -> None:
         """Integrate motion for `seconds` without any frame (e.g. a motor coasting in damping mode)."""
         with self._lock:
+            self._update_loads()
             for mid in self._ids(None) if motor_ids is None else motor_ids:
                 self._motor(mid).step(seconds)
 
@@ -240,6 +334,29 @@ class MotorEmulator:
     def frame_count(self, motor_id: int | None = None) -> int:
         return len(self.frame_log(motor_id))
 
+    def frames_received(self, motor_id: int, kind: str = "mit") -> int:
+        """Frames of `kind` the motor received since start (a counter: not limited by the log size)."""
+        with self._lock:
+            return self._counts.get((self._motor(motor_id).motor_id, kind), 0)
+
+    def wait_for_frames(self, count: int, kind: str = "mit", motor_ids: Iterable[int] | None = None,
+                        timeout_s: float = 10.0) -> None:
+        """Block until every motor (or each of `motor_ids`) has received `count` more frames of `kind` than when
+        called. Motion advances per MIT frame, so this waits for a known amount of emulated time whatever the
+        host's speed. Raises TimeoutError naming the motors that fell short."""
+        if kind not in FRAME_KINDS:
+            raise ValueError(f"unknown frame kind {kind!r}; known {sorted(FRAME_KINDS)}")
+        with self._lock:
+            ids = self._ids(None) if motor_ids is None else [self._motor(mid).motor_id for mid in motor_ids]
+            goal = {mid: self._counts.get((mid, kind), 0) + count for mid in ids}
+
+            def short() -> list[int]:
+                return [mid for mid in ids if self._counts.get((mid, kind), 0) < goal[mid]]
+
+            if not self._frames_seen.wait_for(lambda: not short(), timeout=timeout_s):
+                raise TimeoutError(f"motors {short()} on {self.channel} did not receive {count} {kind} frames within "
+                                   f"{timeout_s:g} s")
+
     # -- thread --------------------------------------------------------------------------------------------------
     def _run(self) -> None:
         bus = self._bus
@@ -252,7 +369,7 @@ class MotorEmulator:
                         timeout = min(timeout, max(0.0, self._delayed[0][0] - time.monotonic()))
                 msg = bus.recv(timeout=timeout)
                 with self._lock:
-                    now = self.clock()
+                    now = self._event_time(msg)
                     for m in self._motors.values():
                         m.check_watchdog(now)
                     if msg is not None:
@@ -262,6 +379,15 @@ class MotorEmulator:
                 self._errors.append(exc)
                 if len(self._errors) > 100:
                     return
+
+    def _event_time(self, msg: can.Message | None) -> float:
+        """The emulator's time of this event: on the wall clock, a frame counts from when it was put on the bus,
+        not from when this thread got to it. A real motor's firmware is never starved, so a frame the host sent in
+        time must not trip the watchdog because the emulating thread (sharing the interpreter) ran late."""
+        now = self.clock()
+        if msg is not None and self.clock is time.monotonic and msg.timestamp:
+            return now - min(max(0.0, time.time() - msg.timestamp), 1.0)
+        return now
 
     def _handle(self, bus: can.BusABC, msg: can.Message, now: float) -> None:
         if msg.is_extended_id or msg.is_error_frame or msg.is_remote_frame or len(msg.data) != dm.FRAME_LENGTH:
@@ -276,19 +402,32 @@ class MotorEmulator:
             motor = self._motors.get(frame.motor_id)
             if motor is None:
                 return
-            self._log.append(FrameLogEntry(motor.motor_id, f"register_{frame.op.name.lower()}"))
-            self._reply(bus, motor.motor_id, motor.on_register(frame))
+            kind = f"register_{frame.op.name.lower()}"
+            if self._receive(motor.motor_id, kind):
+                self._answer(bus, motor.motor_id, kind, motor.on_register(frame))
             return
         motor = self._motors.get(arb - dm.MIT_ID_OFFSET)
         if motor is None:
             return
         special = dm.parse_special_command(data)
         if special is not None:
-            self._log.append(FrameLogEntry(motor.motor_id, special.name.lower()))
-            self._reply(bus, motor.motor_id, motor.on_special(special, now))
-        else:
-            self._log.append(FrameLogEntry(motor.motor_id, "mit"))
-            self._reply(bus, motor.motor_id, motor.on_mit(data, now, self.config.command_dt_s))
+            kind = special.name.lower()
+            if self._receive(motor.motor_id, kind):
+                self._answer(bus, motor.motor_id, kind, motor.on_special(special, now))
+        elif self._receive(motor.motor_id, "mit"):
+            self._update_loads()
+            self._answer(bus, motor.motor_id, "mit", motor.on_mit(data, now, self.config.command_dt_s))
+
+    def _receive(self, motor_id: int, kind: str) -> bool:
+        """Log and count a received frame; False when this firmware ignores the kind (`EmulatorConfig.ignored`)."""
+        self._log.append(FrameLogEntry(motor_id, kind))
+        self._counts[(motor_id, kind)] = self._counts.get((motor_id, kind), 0) + 1
+        self._frames_seen.notify_all()
+        return kind not in self.config.ignored
+
+    def _answer(self, bus: can.BusABC, motor_id: int, kind: str, data: bytes) -> None:
+        if kind not in self.config.unanswered:
+            self._reply(bus, motor_id, data)
 
     def _reply(self, bus: can.BusABC, motor_id: int, data: bytes) -> None:
         inj = self._injections[motor_id]
@@ -310,6 +449,19 @@ class MotorEmulator:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             bus.send(heapq.heappop(self._delayed)[2])
+
+    def _update_loads(self) -> None:
+        """Re-evaluate the loads once any motor moved by more than LOAD_RESOLUTION_RAD since the last time (the
+        model costs tens of microseconds; gravity changes by under 0.01 N m per mrad on a YAM)."""
+        if self._load is None:
+            return
+        positions = {mid: m.q for mid, m in self._motors.items()}
+        if self._load_at and all(abs(q - self._load_at[mid]) <= LOAD_RESOLUTION_RAD for mid, q in positions.items()):
+            return
+        self._load_at = positions
+        loads = self._load(positions)
+        for mid, m in self._motors.items():
+            m.load_nm = float(loads.get(mid, 0.0))
 
     def _motor(self, motor_id: int) -> EmulatedMotor:
         try:

@@ -13,6 +13,11 @@ Behaviour modelled (what the driver relies on):
   with viscous damping, integrated with implicit Euler (unconditionally stable for any gains) in sub-steps.
   Mechanical stops (physical position limits) stall the motor: the position is held at the stop, the motor
   keeps pushing (its torque stays visible), which is what stop detection during calibration looks for.
+- An obstacle is a one-sided stiff wall (an object between the gripper's jaws): motion past it in one direction
+  is blocked. At a stop or an obstacle the reported torque is the MIT law at the blocked state,
+  kp (p_des - p) + kd (v_des - 0) + t_ff clipped to the type's range, as a stalled real motor reports it.
+- A static load torque (`load_nm`, e.g. gravity on an arm joint) is what the motor must produce to hold still:
+  holding with kp, the motor sags until kp x error + t_ff = load, and reports that torque.
 - A position offset shifts what the motor reports relative to the physical angle (a wrong zero); save-zero sets
   it so the current physical angle reads 0.
 
@@ -83,6 +88,10 @@ class EmulatedMotor:
     tau: float = 0.0
     offset: float = 0.0
     stops: tuple[float, float] | None = None
+    # One-sided wall: (physical position, side); side +1 blocks motion above it, -1 below it.
+    obstacle: tuple[float, int] | None = None
+    # External torque the motor must produce to hold still (N m, e.g. gravity); pulls the motor by -load_nm.
+    load_nm: float = 0.0
     enabled: bool = False
     error: dm.StatusCode | None = None
     command: dm.MitCommand | None = None
@@ -208,18 +217,28 @@ class EmulatedMotor:
         kp, kd, p_des, v_des, t_ff = self._law()
         inertia, b, t_max = self.physics.inertia, self.physics.viscous_damping, self.limits.t_max
         p = self.q + self.offset
+        load = self.load_nm
         # Implicit Euler: stiffness and damping evaluated at the new velocity.
-        v_new = (inertia * self.v / h + kp * (p_des - p) + kd * v_des + t_ff) / (inertia / h + kp * h + kd + b)
+        v_new = (inertia * self.v / h + kp * (p_des - p) + kd * v_des + t_ff - load) / (inertia / h + kp * h + kd + b)
         tau = kp * (p_des - (p + h * v_new)) + kd * (v_des - v_new) + t_ff
         if abs(tau) > t_max:
             tau = math.copysign(t_max, tau)
-            v_new = (inertia * self.v / h + tau) / (inertia / h + b)
+            v_new = (inertia * self.v / h + tau - load) / (inertia / h + b)
         q_new = self.q + h * v_new
+        blocked = False
         if self.stops is not None:
             lower, upper = self.stops
-            q_new = min(max(q_new, lower), upper)
-            if q_new == lower:
-                v_new = max(0.0, v_new)
-            if q_new == upper:
-                v_new = min(0.0, v_new)
+            if q_new <= lower:
+                q_new, v_new, blocked = lower, max(0.0, v_new), True
+            elif q_new >= upper:
+                q_new, v_new, blocked = upper, min(0.0, v_new), True
+        if self.obstacle is not None:
+            wall, side = self.obstacle
+            if (q_new - wall) * side >= 0:
+                q_new, blocked = wall, True
+                v_new = min(0.0, v_new) if side > 0 else max(0.0, v_new)
+        if blocked:
+            # Stalled: the law at the blocked state (what the real motor's current says it pushes).
+            tau = kp * (p_des - (q_new + self.offset)) + kd * (v_des - v_new) + t_ff
+            tau = max(-t_max, min(t_max, tau))
         self.q, self.v, self.tau = q_new, v_new, tau

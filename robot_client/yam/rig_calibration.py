@@ -1,4 +1,5 @@
-"""What the real arms take from the rig calibration file: zero offsets and gripper limits, checked first.
+"""What the real arms take from the rig calibration file: zero offsets, gripper limits and gravity factors,
+checked first.
 
 The robot config may name a calibration file (`[robot] calibration = "path"`, relative to the config file;
 `python -m robot_client run --calibration FILE` overrides it). Before any motor is touched, the file is loaded
@@ -9,7 +10,9 @@ logged as warnings.
 Precedence, and why: a measured gripper range in the file overrides `gripper_limits` pinned in the config, since
 the file is rewritten by the procedure and dated while pinned numbers go stale silently; a log line says which
 one each arm uses. Arms without zero offsets use the motors' own zeros (offset 0), also logged. A gripper with
-neither is refused when the arm is enabled (`gripper_map_for` names the command to run).
+neither is refused when the arm is enabled (`gripper_map_for` names the command to run). Gravity factors fitted
+on the arm (`python -m calibration gravity`) likewise override the config's `gravity_factors` (the maker's
+defaults), logged either way.
 """
 
 from __future__ import annotations
@@ -87,5 +90,18 @@ def resolve_calibration(config: RobotConfig, calibration: RigCalibration | None,
         elif arm.gripper_limits is not None:
             log.info("%s: gripper limits closed=%.3f open=%.3f from the robot config's gripper_limits (no gripper "
                      "section in %s)", arm.gripper, *arm.gripper_limits, where)
+        grav = calibration.gravity.get(arm.name)
+        if grav is not None:
+            factors = tuple(grav.factors[j] for j in arm.joints)
+            log.info("arm '%s': gravity factors from %s (measured %s, overriding the robot config's %s): %s",
+                     arm.name, where, grav.measured.measured_at, list(arm.gravity_factors),
+                     ", ".join(f"{j} {f:.3f}" for j, f in zip(arm.joints, factors, strict=True)))
+            try:
+                arm = replace(arm, gravity_factors=factors)
+            except ValueError as exc:
+                raise RigCalibrationError(f"{where}: arm.{arm.name}.gravity: {exc}") from exc
+        elif arm.gravity_compensation:
+            log.info("arm '%s': gravity factors %s from the robot config (no gravity section in %s)", arm.name,
+                     list(arm.gravity_factors), where)
         arms.append(ArmCalibration(arm, offsets))
     return tuple(arms)

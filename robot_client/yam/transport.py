@@ -6,7 +6,8 @@ costs about one round trip plus the bus time of 14 frames (~2 ms at 1 Mbit/s) in
 
 Failure handling (why it is shaped like this):
 - A reply that misses the per-attempt timeout is asked for again (the request is resent) up to `retries`
-  times; a motor silent after that is reported by `NoReplyError`, never papered over.
+  times; a motor silent after that is reported by `NoReplyError`, never papered over. Replies already queued
+  when the deadline passes still count (the host, not the motor, was late).
 - `can.CanError` on send (e.g. ENOBUFS on a full socketcan queue) is retried after a short pause; persistent
   send errors count as a failed attempt and are named in the final error.
 - Frames waiting in the receive queue are discarded before a new transaction so a reply that arrived too late
@@ -87,11 +88,15 @@ class Exchange:
 
 
 class Transport:
-    """Transactions on one bus. Not thread-safe: one caller drives a bus."""
+    """Transactions on one bus. Not thread-safe: one caller drives a bus at a time (`YamRobot` makes its
+    background sender and its setup calls take turns)."""
 
     def __init__(self, bus: can.BusABC, config: TransportConfig | None = None) -> None:
         self.bus = bus
         self.config = config or TransportConfig()
+        # time.monotonic() a frame last came in on each arbitration id, late or drained ones included: a motor
+        # whose answers arrive after the deadline is slow (or the host was), not silent.
+        self.heard: dict[int, float] = {}
 
     def exchange(self, requests: Sequence[Request], retries: int | None = None) -> dict[int, Reply]:
         """Send `requests` and return their replies by key; raises NoReplyError naming the silent ones."""
@@ -108,6 +113,41 @@ class Transport:
         ex = Exchange(requests=by_reply, retries=self.config.retries if retries is None else retries)
         self._send_pending(ex, list(by_reply.values()))
         return ex
+
+    def send_unacknowledged(self, requests: Sequence[Request], repeats: int = 1) -> dict[int, Reply]:
+        """Send every request `repeats` times without requiring an answer; returns the replies that did come.
+
+        For the frames the maker's driver sends blind (clear error, three times): some firmware never answers
+        them, so silence here is not an error, and the caller learns the motor's state from a frame that is
+        answered. Replies are gathered for one reply timeout (or until each request has its `repeats` answers),
+        so a late answer cannot be taken for the reply to the next transaction. The latest reply per key wins.
+        """
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        by_reply = {req.reply_id: req for req in requests}
+        self._drain()
+        for _ in range(repeats):
+            for req in by_reply.values():
+                self._send(req)
+        replies: dict[int, Reply] = {}
+        heard = dict.fromkeys(by_reply, 0)
+        deadline = time.monotonic() + self.config.reply_timeout_s
+        while any(n < repeats for n in heard.values()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            msg = self.bus.recv(timeout=remaining)
+            if msg is None:
+                break
+            if not self._note(msg):
+                continue
+            answered = by_reply.get(msg.arbitration_id)
+            data = bytes(msg.data)
+            if answered is None or (answered.accept is not None and not answered.accept(data)):
+                continue
+            heard[msg.arbitration_id] += 1
+            replies[answered.key] = Reply(data=data, received_at=time.monotonic())
+        return replies
 
     def wait(self, ex: Exchange) -> dict[int, Reply]:
         pending = {rid: req for rid, req in ex.requests.items() if req.key not in ex.replies}
@@ -143,14 +183,20 @@ class Transport:
         return error
 
     def _collect(self, ex: Exchange, pending: dict[int, Request]) -> None:
+        late_reads = 0
         while pending:
+            # Past the deadline, what is already queued still counts: a reply that arrived in time while this
+            # thread was not scheduled (a busy host) is not a silent motor. Bounded, so a babbling bus cannot
+            # hold the cycle.
             remaining = ex.deadline - time.monotonic()
             if remaining <= 0:
-                return
-            msg = self.bus.recv(timeout=remaining)
+                late_reads += 1
+                if late_reads > _MAX_DRAIN:
+                    return
+            msg = self.bus.recv(timeout=max(0.0, remaining))
             if msg is None:
                 return
-            if msg.is_error_frame or msg.is_remote_frame or msg.is_extended_id:
+            if not self._note(msg):
                 continue
             req = pending.get(msg.arbitration_id)
             data = bytes(msg.data)
@@ -159,7 +205,16 @@ class Transport:
             ex.replies[req.key] = Reply(data=data, received_at=time.monotonic())
             del pending[msg.arbitration_id]
 
+    def _note(self, msg: can.Message) -> bool:
+        """Record when a data frame came in on its id; False for frames that are no motor's answer."""
+        if msg.is_error_frame or msg.is_remote_frame or msg.is_extended_id:
+            return False
+        self.heard[msg.arbitration_id] = time.monotonic()
+        return True
+
     def _drain(self) -> None:
         for _ in range(_MAX_DRAIN):
-            if self.bus.recv(timeout=0.0) is None:
+            msg = self.bus.recv(timeout=0.0)
+            if msg is None:
                 return
+            self._note(msg)
