@@ -20,11 +20,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robot_client.backends import SIM_ACTUATIONS
 from robot_client.sim import _gl  # noqa: F401  (headless GL before mujoco loads)
+
+if TYPE_CHECKING:
+    from robot_client.sim.robot import Actuation
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class EvalConfig:
     pace: float | None = 1.0
     threads: int = 2
     robot_config: str = "bimanual_yam"
+    # How the simulated joints are driven (robot_client.backends.SIM_ACTUATIONS); the demo policy learnt "position".
+    sim_actuation: Actuation = "position"
 
 
 @dataclass
@@ -81,7 +87,7 @@ def evaluate(checkpoint: Path, config: EvalConfig, log: Callable[[str], None] = 
     from robot_client.rig import build_sim_rig, check_names
     from robot_client.runner import EpisodeOptions, run_episode
     from robot_client.safety import FirstActionError
-    from robot_client.sim.robot import SimRobot
+    from robot_client.sim.robot import SimConfig, SimRobot
     from robot_client.sim.tasks import HOVER_TASKS, TaskMonitor, find_task
 
     torch.set_num_threads(config.threads)
@@ -99,7 +105,8 @@ def evaluate(checkpoint: Path, config: EvalConfig, log: Callable[[str], None] = 
             md = client.metadata
             check_names(robot_config.joint_names, md.state_names, "state")
             check_names(robot_config.joint_names, md.action_names, "action")
-            rig = build_sim_rig(robot_config, [c.name for c in md.cameras], seed=config.seed, pace=config.pace)
+            rig = build_sim_rig(robot_config, [c.name for c in md.cameras], seed=config.seed, pace=config.pace,
+                                sim=SimConfig(actuation=config.sim_actuation))
             try:
                 robot = rig.robot
                 assert isinstance(robot, SimRobot)
@@ -149,9 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=1.0, help="simulated seconds per wall second (0 = unpaced)")
     parser.add_argument("--threads", type=int, default=EvalConfig.threads, help="torch threads of the server")
     parser.add_argument("--out", type=Path, help="write the per-episode results as JSON")
+    parser.add_argument("--sim-actuation", choices=SIM_ACTUATIONS, default=EvalConfig.sim_actuation,
+                        help="how the simulated joints are driven: position servos (what the demos were recorded "
+                             "with) or the motors' MIT law with gravity compensation")
     args = parser.parse_args(argv)
     config = EvalConfig(episodes=args.episodes, seed=args.seed, seconds=args.seconds, prompts=tuple(args.prompt),
-                        chunking=args.chunking, pace=args.pace or None, threads=args.threads)
+                        chunking=args.chunking, pace=args.pace or None, threads=args.threads,
+                        sim_actuation=args.sim_actuation)
     t0 = time.perf_counter()
     result = evaluate(args.checkpoint, config)
     summary = ", ".join(f"'{p}' {r:.0%}" for p, r in result.by_prompt().items())
