@@ -217,3 +217,34 @@ def test_dry_run_computes_but_never_moves(server: PolicyServer, first_state: np.
     commanded = np.stack([t.command.position for t in ticks])
     assert np.abs(commanded - before).max() > 0.01  # commands were computed (the policy wants motion)
     np.testing.assert_allclose(after, before, atol=5e-3)  # but the arm did not follow them
+
+
+def test_the_runner_holds_deliberately_before_the_first_query_and_after_the_episode(
+        server: PolicyServer, first_state: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first query blocks the servo loop, and the gap between episodes has no loop at all: the runner tells the
+    robot to hold before each, so a backend with a servo deadline (the YAM sender's `command_timeout_s`) keeps the
+    pose instead of calling the loop stalled. Holds are counted in order with the commands around them."""
+    rig = make_rig(first_state)
+    sim = rig.robot
+    assert isinstance(sim, SimRobot)
+    calls: list[str] = []
+    original_hold, original_command = SimRobot.hold, SimRobot.command
+
+    def hold(self: SimRobot) -> None:
+        calls.append("hold")
+        original_hold(self)
+
+    def command(self: SimRobot, positions: np.ndarray) -> None:
+        calls.append("command")
+        original_command(self, positions)
+
+    monkeypatch.setattr(SimRobot, "hold", hold)
+    monkeypatch.setattr(SimRobot, "command", command)
+    try:
+        with GrpcPolicy(target=f"127.0.0.1:{server.port}") as policy:
+            report = run_episode(rig, policy, options(seconds=0.5), 0)
+        assert report.error is None
+        assert calls[0] == "hold"  # before the blocking first query, ahead of any command
+        assert "command" in calls and calls[-1] == "hold"  # the episode ends on a deliberate hold
+    finally:
+        rig.close()
