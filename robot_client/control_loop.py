@@ -192,7 +192,7 @@ class ServoLoop:
             self.events.output_clamps += 1
             self.events.add(t0, f"output clamped at position limits: {step.output_clamped}")
         if not self.dry_run:
-            self.robot.command(step.position)
+            self.robot.command(step.position, step.velocity)
         else:
             # Dry run: the servo's commands are computed and reported but never sent; holding where the arm is
             # keeps a real arm's motor watchdog fed and its feedback fresh (a silent bus would trip both).

@@ -140,8 +140,10 @@ class Robot(ABC):
         """Latest measured state (raises RobotFault on a hardware fault)."""
 
     @abstractmethod
-    def command(self, positions: F64) -> None:
-        """Set joint targets (robot units, joint order)."""
+    def command(self, positions: F64, velocities: F64 | None = None) -> None:
+        """Set joint targets (robot units, joint order) and, optionally, the velocities planned at them (robot
+        units/s, the servo's trajectory): motors driven through the MIT law send them as v_des, so their damping
+        resists only deviations from the plan; position-servo backends may ignore them."""
 
     @abstractmethod
     def status(self) -> RobotStatus:
@@ -182,4 +184,20 @@ class Robot(ABC):
             lim = limits[name]
             if not lim.lower - 1e-9 <= v <= lim.upper + 1e-9:
                 raise RobotCommandError(f"command[{i}] ({name}): target {v:.4f} outside [{lim.lower}, {lim.upper}]")
+        return arr
+
+    def check_velocities(self, velocities: F64) -> F64:
+        """Refuse (never clip) planned velocities that are not finite, not of joint size, or beyond the configured
+        velocity limit by more than 10% (the servo plans within it; more is a caller's bug)."""
+        arr = np.asarray(velocities, dtype=np.float64)
+        names = self.joint_names
+        if arr.shape != (len(names),):
+            raise RobotCommandError(f"command velocities: expected {len(names)} joint velocities, got shape "
+                                    f"{arr.shape}")
+        limits = self.config.limits
+        for i, name in enumerate(names):
+            v = float(arr[i])
+            if not math.isfinite(v) or abs(v) > 1.1 * limits[name].velocity:
+                raise RobotCommandError(f"command velocities[{i}] ({name}): {v} not finite or beyond 1.1 x the "
+                                        f"{limits[name].velocity} limit")
         return arr

@@ -44,9 +44,9 @@ class CountingSimRobot(SimRobot):
     commands = 0
     holds = 0
 
-    def command(self, positions: F64) -> None:
+    def command(self, positions: F64, velocities: F64 | None = None) -> None:
         self.commands += 1
-        super().command(positions)
+        super().command(positions, velocities)
 
     def hold(self) -> None:
         self.holds += 1

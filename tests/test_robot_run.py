@@ -234,9 +234,9 @@ def test_the_runner_holds_deliberately_before_the_first_query_and_after_the_epis
         calls.append("hold")
         original_hold(self)
 
-    def command(self: SimRobot, positions: np.ndarray) -> None:
+    def command(self: SimRobot, positions: np.ndarray, velocities: np.ndarray | None = None) -> None:
         calls.append("command")
-        original_command(self, positions)
+        original_command(self, positions, velocities)
 
     monkeypatch.setattr(SimRobot, "hold", hold)
     monkeypatch.setattr(SimRobot, "command", command)

@@ -163,8 +163,8 @@ def test_64_open_streams_do_not_starve_health_metadata_or_a_new_client(request_m
 
 
 def test_256_connections_are_each_served_or_refused_without_waiting(request_msg: pb.InferRequest) -> None:
-    """Every connection gets its answer or its refusal at once, none waits out its deadline. The figure (each within
-    a second on an idle machine) is measured by `bench/load.py robots`; a loaded 2-core test machine has taken 1.01 s."""
+    """Every connection gets its answer or its refusal at once, none waits out its deadline. The figure (each
+    within a second on an idle machine) is measured by `bench/load.py robots`; a loaded 2-core machine took 1.01 s."""
     with serving(max_streams=128, max_streams_per_client=256) as server, holding(server.port) as holder:
         outcomes = holder.open(256, request_msg, own_channels=True)
         codes = [code for code, _, _ in outcomes]

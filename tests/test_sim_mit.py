@@ -299,3 +299,34 @@ def test_run_cli_switch_builds_the_mit_sim() -> None:
     assert run_cli._sim_config(parser.parse_args(["--server", "127.0.0.1:1"])).actuation == "position"
     with pytest.raises(SystemExit):
         parser.parse_args(["--server", "127.0.0.1:1", "--sim-actuation", "torque"])
+
+
+def _tracking_lag(config: RobotConfig, send_velocity: bool) -> float:
+    """Mean |commanded - measured| (rad) over joints 1-3 of the left arm while the servo sweeps them back and forth
+    near its velocity limit, through the MIT law with the gravity feed-forward."""
+    from robot_client.servo import JerkLimitedServo, ServoLimits
+
+    start = both_arms(config, (0.0, 1.0, 1.0, 0.0, 0.0, 0.0))
+    robot = mit_robot(config, start)
+    servo = JerkLimitedServo(ServoLimits.from_config(config), 1.0 / config.servo_hz)
+    servo.reset(start)
+    joints = [config.joint_names.index(j) for j in config.arms[0].joints[:3]]
+    errors = []
+    for k in range(int(3.0 * config.servo_hz)):
+        target = start.copy()
+        target[joints] += 0.6 if (k // int(0.75 * config.servo_hz)) % 2 == 0 else -0.6
+        step = servo.step(target)
+        robot.command(step.position, step.velocity if send_velocity else None)
+        if k > config.servo_hz // 4:
+            errors.append(np.abs(step.position - robot.read_state().positions)[joints])
+    robot.close()
+    return float(np.mean(errors))
+
+
+def test_planned_velocity_as_v_des_removes_most_of_the_tracking_lag(config: RobotConfig) -> None:
+    """With v_des = 0 the damping kd (0 - v) brakes every planned motion and the arm trails its target; with the
+    servo's planned velocity it damps only the deviation from the plan."""
+    without = _tracking_lag(config, send_velocity=False)
+    with_velocity = _tracking_lag(config, send_velocity=True)
+    assert without > 0.01, without
+    assert with_velocity < 0.4 * without, (with_velocity, without)

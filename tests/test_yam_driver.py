@@ -635,3 +635,42 @@ def test_bad_options_name_the_field() -> None:
         YamOptions(command_timeout_s=math.nan)
     with pytest.raises(ValueError, match=r"EmulatorConfig.unanswered: unknown frame kinds \['clear'\]"):
         EmulatorConfig(unanswered=frozenset({"clear"}))
+
+
+# -- velocity feed-forward (v_des) -------------------------------------------------------------------------------
+def test_planned_velocities_reach_the_motors_as_v_des_and_go_stale_to_zero(make_rig: Any) -> None:
+    """The servo's planned velocity is each arm motor's v_des (the gripper's stays 0: its force limiter owns it)
+    while fresh; once the servo loop is late, the repeated frames hold the target with v_des 0."""
+    rig = make_rig(options=replace(OPTIONS, velocity_fresh_s=0.15))
+    here = _here(rig)
+    velocities = np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.6, 0.9, -0.3, 0.2, -0.1, 0.25, 0.35, -0.45, 0.7])
+    rig.robot.command(here, velocities)
+    _wait_frames(rig, 2)
+    step = {m: dm.lsb(-dm.MOTOR_LIMITS[t].v_max, dm.MOTOR_LIMITS[t].v_max, 12)
+            for m, t in zip(range(1, 8), rig.config.arms[0].motor_types, strict=True)}
+    for a, arm in enumerate(rig.config.arms):
+        for k, mid in enumerate(arm.motor_ids):
+            expected = 0.0 if k == len(arm.motor_ids) - 1 else velocities[7 * a + k]
+            assert rig.snap(arm.name, mid).command.velocity == pytest.approx(expected, abs=step[k + 1]), (arm.name, mid)
+    time.sleep(0.5)  # no command: the servo loop is "late"
+    _wait_frames(rig, 2)
+    for arm in rig.config.arms:
+        for k, mid in enumerate(arm.motor_ids):
+            assert rig.snap(arm.name, mid).command.velocity == pytest.approx(0.0, abs=step[k + 1])
+    rig.robot.command(here, velocities)
+    rig.robot.hold()
+    _wait_frames(rig, 2)
+    assert rig.snap("left", 1).command.velocity == pytest.approx(0.0, abs=step[1])
+
+
+@pytest.mark.parametrize(("velocities", "match"), [
+    (np.full(13, 0.1), "expected 14 joint velocities"),
+    (np.array([0.0] * 3 + [np.nan] + [0.0] * 10), r"velocities\[3\] \(left_joint4\)"),
+    (np.array([0.0] * 9 + [100.0] + [0.0] * 4), r"velocities\[9\] \(right_joint3\)"),
+])
+def test_bad_planned_velocities_are_refused_naming_the_joint(make_rig: Any, velocities: np.ndarray,
+                                                             match: str) -> None:
+    rig = make_rig()
+    with pytest.raises(RobotCommandError, match=match):
+        rig.robot.command(_here(rig), velocities)
+    assert rig.robot.status().ok

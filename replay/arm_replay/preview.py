@@ -46,7 +46,7 @@ class SnapshotRobot(Robot):
     def read_state(self) -> JointState:
         return self._state
 
-    def command(self, positions: F64) -> None:
+    def command(self, positions: F64, velocities: F64 | None = None) -> None:
         raise RobotCommandError("preview: commands are never sent")
 
     def hold(self) -> None:

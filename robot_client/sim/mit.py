@@ -7,7 +7,8 @@ the motor's law
 
     tau = kp (p_des - p) + kd (v_des - v) + tau_ff,   clipped to the motor type's torque range,
 
-with the arm config's gains, v_des = 0 (what the real driver sends), real gravity acting on every body, and tau_ff the
+with the arm config's gains, v_des the servo's planned velocity (what the real driver sends; 0 for the grippers and
+while holding), real gravity acting on every body, and tau_ff the
 gravity feed-forward the real driver adds (`robot_client.gravity.GravityModel`, one per arm, at the measured joint
 angles of that very step). The law is evaluated at the physics timestep (the real motors run it at kHz; the servo
 loop at 200 Hz only moves p_des).
@@ -121,7 +122,9 @@ class MitDrive:
             self.arms.append(_Arm(arm, np.asarray(idx[:-1], dtype=np.intp), idx[-1], gravity, limiter))
         self._act = np.array([b.actuator for b in world.bindings], dtype=np.intp)
         self._kp_act = self.kp * self.scale ** 2  # the law in robot units (actuator length)
+        self._kd_act = self.kd * self.scale ** 2
         self._targets = world.positions()
+        self._velocities = np.zeros(n)  # v_des per robot joint (robot units/s)
         self.limiter_period_steps = limiter_period_steps
         self._limited: dict[int, float] = {}  # arm index -> gripper target the limiter sent last (robot units)
         self._steps = 0  # physics steps driven since reset()
@@ -192,9 +195,14 @@ class MitDrive:
         self._limiter_period = steps
 
     # -- per step ----------------------------------------------------------------------------------------------
-    def set_targets(self, targets: F64) -> None:
-        """p_des per robot joint (robot units), held until the next call."""
+    def set_targets(self, targets: F64, velocities: F64 | None = None) -> None:
+        """p_des and v_des per robot joint (robot units; v_des 0 when not given and for the grippers, whose force
+        limiter owns their law), held until the next call."""
         self._targets = np.array(targets, dtype=np.float64)
+        n = len(self._targets)
+        self._velocities = np.zeros(n) if velocities is None else np.array(velocities, dtype=np.float64)
+        for arm in self.arms:
+            self._velocities[arm.gripper] = 0.0
 
     def targets(self) -> F64:
         return self._targets.copy()
@@ -232,7 +240,7 @@ class MitDrive:
         np.maximum(self._ff_max, np.abs(ff), out=self._ff_max)
         self._ff_steps += 1
         self.sent = target
-        world.data.ctrl[self._act] = self._kp_act * target + self.scale * ff
+        world.data.ctrl[self._act] = self._kp_act * target + self._kd_act * self._velocities + self.scale * ff
 
     def efforts(self, world: SimWorld) -> F64:
         """Motor torque per robot joint (N m), as the motors report it: the clipped law of the last step."""

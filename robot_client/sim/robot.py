@@ -137,7 +137,9 @@ class SimRobot(Robot):
         self._stepper: RealtimeStepper | None = None
         self._enabled = False
         self._commanded = np.zeros(n)  # the targets the motors follow now (after any injected delay)
-        self._in_flight: deque[tuple[float, F64]] = deque()  # (sim time it takes effect, targets)
+        self._commanded_velocity: F64 | None = None  # the planned velocities sent with `_commanded` (None: 0)
+        # (sim time it takes effect, targets, planned velocities)
+        self._in_flight: deque[tuple[float, F64, F64 | None]] = deque()
         self._sim_target = 0.0
         self._latched: list[FaultRecord] = []
         self._injected: dict[str, FaultRecord] = {}
@@ -197,6 +199,7 @@ class SimRobot(Robot):
         with world.lock:
             world.reset(self.sim_config.seed if seed is None else seed, object_poses, joint_positions)
             self._commanded = world.positions()
+            self._commanded_velocity = None
             self._in_flight.clear()
             self._stuck = {i: float(self._commanded[i]) for i in self._stuck}
             self._latched.clear()
@@ -217,6 +220,7 @@ class SimRobot(Robot):
                 self._drive.reset()
             world.set_limp(False)
             self._commanded = world.positions()
+            self._commanded_velocity = None
             self._in_flight.clear()
             self._apply_targets()
             self._enabled = True
@@ -254,17 +258,19 @@ class SimRobot(Robot):
             return JointState(world.positions(), world.velocities(), world.efforts(), world.stamp(),
                               self.joint_names)
 
-    def command(self, positions: F64) -> None:
+    def command(self, positions: F64, velocities: F64 | None = None) -> None:
         target = self.check_command(positions)
+        velocity = None if velocities is None else self.check_velocities(velocities).copy()
         world = self.world
         with world.lock:
             self._raise_if_faulted("command")
             if not self._enabled:
                 raise RobotCommandError("command refused: the robot is disabled (call enable())")
             if self.sim_config.command_delay_s > 0:
-                self._in_flight.append((world.time + self.sim_config.command_delay_s, target.copy()))
+                self._in_flight.append((world.time + self.sim_config.command_delay_s, target.copy(), velocity))
             else:
                 self._commanded = target.copy()
+                self._commanded_velocity = velocity
                 self._apply_targets()
             if self._stepper is None and self.sim_config.step_on_command:
                 self._sim_target += self.period_s
@@ -277,6 +283,7 @@ class SimRobot(Robot):
         with world.lock:
             if self._enabled:
                 self._commanded = world.positions()
+                self._commanded_velocity = None
                 self._in_flight.clear()
                 self._apply_targets()
 
@@ -391,12 +398,16 @@ class SimRobot(Robot):
 
     def _apply_targets(self) -> None:
         ctrl = self._commanded.copy()
+        velocity = None if self._commanded_velocity is None else self._commanded_velocity.copy()
         for index, frozen in self._stuck.items():
             ctrl[index] = frozen
-        self.world.set_targets(ctrl)
+            if velocity is not None:
+                velocity[index] = 0.0
+        self.world.set_targets(ctrl, velocity)
 
     def _hold_locked(self) -> None:
         self._commanded = self.world.positions()
+        self._commanded_velocity = None
         self._in_flight.clear()
         self._apply_targets()
         self._monitor.reset()
@@ -425,9 +436,9 @@ class SimRobot(Robot):
         """Commands in flight whose delay has passed by `now` become the motors' targets (the latest wins)."""
         due = None
         while self._in_flight and self._in_flight[0][0] <= now:
-            due = self._in_flight.popleft()[1]
+            due = self._in_flight.popleft()[1:]
         if due is not None and self._enabled:
-            self._commanded = due
+            self._commanded, self._commanded_velocity = due
             self._apply_targets()
 
     def _on_stepper_error(self, exc: BaseException) -> None:

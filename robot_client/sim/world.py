@@ -59,7 +59,7 @@ class JointDrive(Protocol):
     """Drives the robot joints instead of plain position actuators (robot_client.sim.mit): it owns the targets and
     sets every actuator's ctrl before each physics step from the state of that step."""
 
-    def set_targets(self, targets: F64) -> None: ...
+    def set_targets(self, targets: F64, velocities: F64 | None = None) -> None: ...
 
     def targets(self) -> F64: ...
 
@@ -167,9 +167,12 @@ class SimWorld:
             return self._drive.targets()
         return np.array(self.data.ctrl[self._act], dtype=np.float64)
 
-    def set_targets(self, targets: F64) -> None:
+    def set_targets(self, targets: F64, velocities: F64 | None = None) -> None:
+        """Joint targets; `velocities` (planned, robot units/s) reach a drive that uses them (the MIT law's v_des),
+        position actuators have no use for them."""
         if self._drive is not None:
-            self._drive.set_targets(np.asarray(targets, dtype=np.float64))
+            self._drive.set_targets(np.asarray(targets, dtype=np.float64),
+                                    None if velocities is None else np.asarray(velocities, dtype=np.float64))
         else:
             self.data.ctrl[self._act] = targets
 

@@ -48,6 +48,7 @@ from the latest feedback, as the maker's driver applies them every cycle:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class YamOptions:
     # must not read as a dead motor. 0.1 s is 25 cycles, well inside the motors' 400 ms watchdog. 0 = the first
     # unanswered cycle faults.
     silence_timeout_s: float = 0.1
+    # How long a commanded velocity stays the frames' v_des: four 200 Hz servo periods. Past it the servo loop is
+    # late and the sender's repeated frames hold the last target with v_des 0.
+    velocity_fresh_s: float = 0.02
 
     def __post_init__(self) -> None:
         checks = (
@@ -114,6 +118,7 @@ class YamOptions:
             ("send_hz", self.send_hz, 10.0, 500.0),
             ("command_timeout_s", self.command_timeout_s, 0.05, 60.0),
             ("silence_timeout_s", self.silence_timeout_s, 0.0, 0.4),
+            ("velocity_fresh_s", self.velocity_fresh_s, 0.0, 1.0),
         )
         for name, value, lo, hi in checks:
             if not (np.isfinite(value) and lo <= value <= hi):
@@ -189,6 +194,10 @@ class YamArm:
         self._hold_pose: F64 | None = None
         # Latest commanded motor-space targets (`set_target`); None while holding. The sender sends these.
         self._target: F64 | None = None
+        # The servo's planned joint velocities for `_target` (motor rad/s, gripper 0) and when they were set: sent as
+        # the MIT v_des while fresh (YamOptions.velocity_fresh_s), 0 after (see `_velocity_feedforward`).
+        self._target_velocity: F64 | None = None
+        self._target_set_at = 0.0
         self.clock = clock
         self.gripper_limiter: GripperForceLimiter | None = None
         gripper_kp = self.motors[self.gripper_index].kp
@@ -406,13 +415,32 @@ class YamArm:
                                         f"+-{m.limits.p_max} rad MIT range")
         return targets
 
-    def set_target(self, targets: F64) -> None:
-        """Take motor-space `targets` (from `prepare`) as the arm's command; the frames carrying it are built per
-        cycle (`cycle_requests`), with the feed-forward and force limit of that moment. Ends any hold."""
+    def prepare_velocities(self, velocities: F64) -> F64:
+        """Motor-space v_des for joint velocities in robot units (the servo's plan), checked: finite, of arm size,
+        within each motor type's MIT velocity range. The gripper gets 0: its force limiter owns its frames."""
+        arr = np.asarray(velocities, dtype=np.float64)
+        if arr.shape != (len(self.motors),):
+            raise RobotCommandError(f"arm '{self.config.name}': expected {len(self.motors)} velocities, "
+                                    f"got shape {arr.shape}")
+        out = arr.copy()
+        out[self.gripper_index] = 0.0
+        for m in self.motors:
+            v = float(out[m.index])
+            if not math.isfinite(v) or abs(v) > m.limits.v_max:
+                raise RobotCommandError(f"{m.name}: velocity {v} rad/s not finite or beyond the +-{m.limits.v_max} "
+                                        f"rad/s MIT range")
+        return out
+
+    def set_target(self, targets: F64, velocities: F64 | None = None) -> None:
+        """Take motor-space `targets` (from `prepare`) as the arm's command, with the planned velocities (from
+        `prepare_velocities`) when given; the frames carrying it are built per cycle (`cycle_requests`), with the
+        feed-forward and force limit of that moment. Ends any hold."""
         self._refuse_if_faulted("command")
         if not self.enabled:
             raise RobotCommandError(f"arm '{self.config.name}': not enabled (call enable())")
         self._target = np.array(targets, dtype=np.float64)
+        self._target_velocity = None if velocities is None else np.array(velocities, dtype=np.float64)
+        self._target_set_at = self.clock()
         self._hold_pose = None  # a new target ends any hold: the next hold latches where the arm is then
         self._gripper_target = float(self._target[self.gripper_index])
 
@@ -426,6 +454,7 @@ class YamArm:
         if not self.enabled:
             raise RobotCommandError(f"arm '{self.config.name}': not enabled (call enable())")
         self._target = None
+        self._target_velocity = None
         self._latch_hold_pose()
 
     def _latch_hold_pose(self) -> F64:
@@ -625,9 +654,9 @@ class YamArm:
         return torques
 
     def _mit_request(self, m: _Motor, position: float, torque: float, *, kp: float | None = None,
-                     kd: float | None = None) -> Request:
-        data = dm.pack_mit_command(m.motor_type, position, 0.0, m.kp if kp is None else kp, m.kd if kd is None else kd,
-                                   torque)
+                     kd: float | None = None, velocity: float = 0.0) -> Request:
+        data = dm.pack_mit_command(m.motor_type, position, velocity, m.kp if kp is None else kp,
+                                   m.kd if kd is None else kd, torque)
         return Request(key=m.motor_id, arbitration_id=dm.command_id(m.motor_id), data=data,
                        reply_id=dm.reply_id(m.motor_id))
 
@@ -640,7 +669,22 @@ class YamArm:
         np.maximum(self._ff_max, absff, out=self._ff_max)
         self._ff_frames += 1
         targets = self._limit_gripper(targets)
-        return [self._mit_request(m, float(targets[m.index]), float(ff[m.index])) for m in self.motors]
+        v_des = self._velocity_feedforward()
+        return [self._mit_request(m, float(targets[m.index]), float(ff[m.index]), velocity=float(v_des[m.index]))
+                for m in self.motors]
+
+    def _velocity_feedforward(self) -> F64:
+        """v_des per motor for the frames of this cycle: the servo's planned velocity while it is fresh, else 0.
+
+        Why: with v_des = 0 the damping term kd (0 - v) brakes every joint that moves as planned, so a moving arm
+        trails its target by about kd v / kp (0.03 rad at 0.5 rad/s with kp 80, kd 5). With the plan's velocity it
+        damps only the deviation from the plan. A velocity older than `YamOptions.velocity_fresh_s` (the servo loop stalled and
+        the sender repeats its last frame) is dropped to 0: a repeated frame holds the last target still, it never
+        keeps pushing the arm along a stale motion."""
+        v = self._target_velocity
+        if v is None or self._target is None or self.clock() - self._target_set_at > self.options.velocity_fresh_s:
+            return np.zeros(len(self.motors))
+        return v
 
     def _limit_gripper(self, targets: F64) -> F64:
         """`targets` with the gripper's replaced by the force limiter's (unchanged until a stall is detected)."""

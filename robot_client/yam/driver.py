@@ -184,16 +184,20 @@ class YamRobot(Robot):
                 arm.clear_faults()
 
     # -- cycle ---------------------------------------------------------------------------------------------------
-    def command(self, positions: F64) -> None:
-        """Check the targets and store them; the sender carries them to the motors on its next cycle. Raises a
-        fault the sender latched since (FaultsLatched naming it)."""
+    def command(self, positions: F64, velocities: F64 | None = None) -> None:
+        """Check the targets (and planned velocities) and store them; the sender carries them to the motors on its
+        next cycle, the velocities as v_des while fresh. Raises a fault the sender latched since (FaultsLatched
+        naming it)."""
         with self._lock:
             self._require_connected()
             self._refuse_if_faulted("command")
             arr = self.check_command(positions)
+            vel = None if velocities is None else self.check_velocities(velocities)
             targets = [arm.prepare(arr[sl]) for arm, sl in zip(self._arms, self._slices, strict=True)]
-            for arm, arm_targets in zip(self._arms, targets, strict=True):
-                arm.set_target(arm_targets)
+            v_des = [None if vel is None else arm.prepare_velocities(vel[sl])
+                     for arm, sl in zip(self._arms, self._slices, strict=True)]
+            for arm, arm_targets, arm_v in zip(self._arms, targets, v_des, strict=True):
+                arm.set_target(arm_targets, arm_v)
             self._last_command_at = time.monotonic()
 
     def hold(self) -> None:
