@@ -1,8 +1,13 @@
 """Servo benchmarks: loop timing at 200 Hz, and smoothness at chunk switches per chunking mode.
 
-    python bench/servo.py timing [--seconds 60] [--robot sim|emulator]
-        runs the real servo loop (ruckig on 14 DoF, wall clock) against a robot backend and reports the tick
-        period p50/p99, |period error| p99 and overruns. Goal: p99 |period error| <= 1 ms at 200 Hz.
+    python bench/servo.py timing [--seconds 30] [--robot emulator|sim] [--burners 2] [--modes ...]
+        runs the real servo loop (ruckig on 14 DoF, wall clock) against a robot backend while the machine is busy
+        (CPU-burning processes beside it, a busy pure-Python thread in the deploy process), one row per place the
+        loop runs: in the deploy process (the baseline), in its own process (`robot_client.servo_process`) at
+        normal priority, and there with SCHED_FIFO. emulator: the real YAM CAN driver and its sender, the emulated
+        Damiao motors in a process of their own (they stand in for hardware) over UDP multicast; sim: MuJoCo
+        through the motors' MIT law. Reports tick period p50/p99, |period error| p99/max and overruns.
+        Goal: p99 |period error| <= 1 ms at 200 Hz and no overrun.
     python bench/servo.py smoothness [--seconds 20]
         offline (simulated time): the same chunks, arriving after the same delays, through each chunking mode
         and the jerk-limited servo; reports the peak |jerk| right after chunk switches, against the baseline of
@@ -12,7 +17,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,7 @@ from robot_client.offline_chunking import (  # noqa: E402
     switch_jerk_peaks,
     switch_target_jumps,
 )
+from robot_client.robot import RobotFault  # noqa: E402
 from robot_client.servo import ServoLimits  # noqa: E402
 
 
@@ -41,7 +50,8 @@ def smoothness(seconds: float) -> None:
     span = (limits.upper - limits.lower) / 2
 
     def reference(t: float) -> np.ndarray:
-        return np.clip(mid + 0.25 * span * np.sin(0.8 * t + np.arange(14) * 0.7), limits.lower, limits.upper)
+        wave = mid + 0.25 * span * np.sin(0.8 * t + np.arange(14) * 0.7)
+        return np.asarray(np.clip(wave, limits.lower, limits.upper), dtype=np.float64)
 
     print(f"{seconds:.0f} s per mode, policy {fps:g} Hz, chunks of {horizon}, servo {servo_hz:g} Hz, inference delay "
           "80 ms, per-chunk offset N(0, 0.05 rad) (consecutive chunks disagree as real policy chunks do); "
@@ -78,58 +88,185 @@ def smoothness(seconds: float) -> None:
               f"{mean_after:.3f} | {tracking:.4f} |")
 
 
-def timing(seconds: float, robot_kind: str) -> None:
+HOME = {"left_joint2": 1.0, "left_joint3": 1.0, "right_joint2": 1.0, "right_joint3": 1.0}
+GROUPS = {"left": "239.74.163.11", "right": "239.74.163.12"}
+
+
+def udp_config(tmp: Path) -> Path:
+    """The bimanual YAM config with each arm on its own UDP multicast group (the emulated motors run in another
+    process) and the grippers' travel pinned (no calibration file here)."""
+    text = (REPO_ROOT / "robot_client/configs/bimanual_yam.toml").read_text()
+    for arm, group in GROUPS.items():
+        text = text.replace(f'can_channel = "can_{arm}"\ncan_interface = "socketcan"',
+                            f'can_channel = "{group}"\ncan_interface = "udp_multicast"')
+    pinned = 'gripper_type = "linear_4310"\ngripper_limits = [0.0, -6.57]\n'
+    text = text.replace('gripper_type = "linear_4310"\n', pinned)
+    assert text.count("udp_multicast") == 2 and text.count("gripper_limits = [0.0") == 2, "config layout changed"
+    path = tmp / "bimanual_yam_udp.toml"
+    path.write_text(text)
+    return path
+
+
+def emulate(config_path: str) -> None:
+    """(Child process) the emulated motors of every arm, until killed: they stand in for hardware, so they ask
+    for real-time priority above the burners and the servo process."""
+    import signal
+
+    from robot_client.servo_process import ask_for_realtime
+    from robot_client.yam.emulator import MotorEmulator
+
+    ask_for_realtime(90, None)
+    config = load_robot_config(config_path)
+    emulators = [MotorEmulator.for_arm(a, positions={n: HOME.get(n, 0.0) for n in a.names}).start()
+                 for a in config.arms]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    for emu in emulators:
+        emu.stop()
+
+
+class Load:
+    """What a busy deploy machine runs beside the servo: `burners` CPU-bound processes, and in the deploy process
+    itself a thread doing pure-Python work (camera decoding, the policy client, logging hold the interpreter lock
+    like this)."""
+
+    def __init__(self, burners: int, busy_thread: bool) -> None:
+        self.burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._busy, daemon=True) if busy_thread else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def _busy(self) -> None:
+        while not self._stop.is_set():
+            sum(i * i for i in range(20_000))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for p in self.burners:
+            p.kill()
+            p.wait()
+
+
+def sweep(start: np.ndarray, t0: float) -> Any:
+    """The target motion: a slow sine on joints 1-3 of each arm, a new target every tick (the hardest case for
+    online trajectory generation)."""
+    mask = (np.arange(14) % 7) < 3
+
+    def target(t: float) -> np.ndarray:
+        return np.asarray(start + 0.15 * np.sin(2.0 * (t - t0)) * mask, dtype=np.float64)
+
+    def velocity(t: float) -> np.ndarray:
+        return np.asarray(0.3 * np.cos(2.0 * (t - t0)) * mask, dtype=np.float64)
+
+    return target, velocity
+
+
+def timing_in_process(robot: Any, config: Any, seconds: float) -> tuple[list[float], int, str]:
+    """The servo loop in this (the deploy) process: the baseline."""
     from robot_client.control_loop import ServoLoop, WallClock
     from robot_client.servo import JerkLimitedServo
 
-    config = load_robot_config("bimanual_yam")
-    robot, config, cleanup = make_robot(robot_kind, config)
-    limits = ServoLimits.from_config(config)
-    servo = JerkLimitedServo(limits, 1.0 / config.servo_hz)
+    servo = JerkLimitedServo(ServoLimits.from_config(config), 1.0 / config.servo_hz)
     with robot:
         robot.enable()
         loop = ServoLoop(robot, servo, WallClock(), deadline_s=1.0)
         start = loop.start().positions
-        mid = (limits.lower + limits.upper) / 2
         t0 = time.monotonic()
+        target, _ = sweep(start, t0)
+        end = t0 + seconds
+        where = "deploy process"
+        try:
+            while time.monotonic() < end:
+                loop.tick(target, lambda t: 0.0)
+        except RobotFault as fault:
+            where += f" (stopped after {time.monotonic() - t0:.1f} s: {fault.joint} {fault.code})"
+    return loop.timing.periods[1:], loop.timing.overruns, where
 
-        def target(t: float) -> np.ndarray:
-            # A new target every tick: the hardest case for online trajectory generation.
-            return np.clip(start + 0.3 * np.sin(2.0 * (t - t0) + np.arange(14)) * (mid - start + 0.5),
-                           limits.lower, limits.upper)
 
+def timing_servo_process(config_path: str, backend: str, seconds: float,
+                         rt_priority: int) -> tuple[list[float], int, str]:
+    """The servo loop in its own process, fed a 200 ms plan at 30 Hz from this one."""
+    from robot_client.servo_process import ServoProcess, ServoProcessConfig
+    from robot_client.servo_shm import Plan
+
+    spec = ServoProcessConfig(robot_config=config_path, backend=backend, rt_priority=rt_priority,
+                              initial_positions=HOME)
+    with ServoProcess(spec) as proc:
+        start = proc.state().positions.copy()
+        t0 = time.monotonic()
+        target, velocity = sweep(start, t0)
         end = t0 + seconds
         while time.monotonic() < end:
-            loop.tick(target, lambda t: 0.0)
-    cleanup()
+            now = time.monotonic()
+            ts = now + np.arange(40) * 0.005
+            proc.track(Plan(now, 0.005, np.stack([target(t) for t in ts]), np.stack([velocity(t) for t in ts])))
+            proc.drain()
+            time.sleep(1 / 30)
+        overruns = int(proc.status()["overruns"])
+        where = f"servo process ({proc.realtime})"
+    return proc.timing.periods[1:], overruns, where
+
+
+def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, modes: list[str]) -> None:
+    import tempfile
+
+    config = load_robot_config("bimanual_yam")
     nominal = 1.0 / config.servo_hz
-    print(f"{robot_kind} robot, {config.servo_hz:g} Hz for {seconds:.0f} s: {loop.timing.summary(nominal)}")
-    err = np.abs(np.asarray(loop.timing.periods) - nominal)
-    print(f"goal p99 |period error| <= 1 ms: {'met' if np.percentile(err, 99) <= 1e-3 else 'NOT met'}")
+    print(f"{robot_kind} robot, {config.servo_hz:g} Hz, {seconds:.0f} s per row; load: {burners} CPU-burning "
+          f"processes{', a busy pure-Python thread in the deploy process' if busy_thread else ''}; "
+          f"{os.cpu_count()} CPUs\n")
+    print("| servo loop in | ticks | period p50 / p99 (ms) | abs(period error) p99 / max (ms) | overruns | goal |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        emulator = None
+        if robot_kind == "emulator":
+            config_path = str(udp_config(Path(tmp)))
+            emulator = subprocess.Popen([sys.executable, __file__, "_emulate", config_path])
+            time.sleep(1.0)
+        else:
+            config_path = "bimanual_yam"
+        try:
+            for mode in modes:
+                load = Load(burners, busy_thread)
+                try:
+                    if mode == "in-process":
+                        robot, run_config = make_robot(robot_kind, config_path)
+                        periods, overruns, where = timing_in_process(robot, run_config, seconds)
+                    else:
+                        rt = 80 if mode == "process-rt" else 0
+                        backend = "yam" if robot_kind == "emulator" else "sim"
+                        periods, overruns, where = timing_servo_process(config_path, backend, seconds, rt)
+                finally:
+                    load.stop()
+                p = np.asarray(periods)
+                err = np.abs(p - nominal)
+                met = np.percentile(err, 99) <= 1e-3 and overruns == 0
+                print(f"| {where} | {len(p)} | {np.percentile(p, 50) * 1e3:.3f} / {np.percentile(p, 99) * 1e3:.3f} | "
+                      f"{np.percentile(err, 99) * 1e3:.3f} / {err.max() * 1e3:.3f} | {overruns} | "
+                      f"{'met' if met else 'NOT met'} |", flush=True)
+        finally:
+            if emulator is not None:
+                emulator.terminate()
+                emulator.wait()
+    print("\ngoal: p99 abs(period error) <= 1 ms and no overrun (a tick starting over half a period late)")
 
 
-def make_robot(kind: str, config: Any) -> tuple[Any, Any, Any]:
-    """(robot, config, cleanup). sim: MuJoCo stepped inside each tick (one servo period of physics);
-    emulator: the real CAN driver talking to emulated Damiao motors on python-can virtual buses."""
+def make_robot(kind: str, config_path: str) -> tuple[Any, Any]:
+    """(robot, config). sim: MuJoCo through the motors' MIT law, stepped inside each tick; emulator: the real CAN
+    driver talking over UDP multicast to emulated Damiao motors in another process."""
+    config = load_robot_config(config_path)
     if kind == "sim":
-        from robot_client.sim.robot import SimRobot
+        from robot_client.sim.robot import SimConfig, SimRobot
 
-        return SimRobot(config), config, lambda: None
+        return SimRobot(config, SimConfig(actuation="mit")), config
     if kind == "emulator":
-        from dataclasses import replace
-
         from robot_client.yam.driver import YamRobot
-        from robot_client.yam.emulator import MotorEmulator
 
-        arms = tuple(replace(a, can_interface="virtual", can_channel=f"bench-{a.name}", gripper_limits=(0.0, -6.57))
-                     for a in config.arms)
-        config = replace(config, arms=arms)
-        home = {"joint2": 1.0, "joint3": 1.0}
-        emulators = [MotorEmulator.for_arm(a, positions={n: home.get(n.split("_", 1)[1], 0.0) for n in a.names})
-                     for a in arms]
-        for emu in emulators:
-            emu.start()
-        return YamRobot(config), config, lambda: [e.stop() for e in emulators]
+        return YamRobot(config), config
     raise SystemExit(f"unknown robot kind {kind}")
 
 
@@ -137,13 +274,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("timing")
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--robot", default="sim", choices=["sim", "emulator"])
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--robot", default="emulator", choices=["sim", "emulator"])
+    p.add_argument("--burners", type=int, default=2, help="CPU-burning processes beside the servo")
+    p.add_argument("--no-busy-thread", action="store_true", help="no busy thread in the deploy process")
+    p.add_argument("--modes", default="in-process,process,process-rt",
+                   help="comma-separated rows: in-process (baseline), process (own process, normal priority), "
+                        "process-rt (own process, SCHED_FIFO)")
     p = sub.add_parser("smoothness")
     p.add_argument("--seconds", type=float, default=20.0)
+    p = sub.add_parser("_emulate")
+    p.add_argument("config")
     args = parser.parse_args()
     if args.command == "timing":
-        timing(args.seconds, args.robot)
+        timing(args.seconds, args.robot, args.burners, not args.no_busy_thread, args.modes.split(","))
+    elif args.command == "_emulate":
+        emulate(args.config)
     else:
         smoothness(args.seconds)
     return 0

@@ -1,6 +1,6 @@
 """Static tracking error of the simulated arms driven through the motors' MIT law, gravity compensation off vs on.
 
-    python bench/sim_gravity.py [--factors model|arm] [--settle 2.0] [--stream]
+    python bench/sim_gravity.py [--factors model|arm] [--settle 2.0] [--stream] [--gripper-only]
 
 Both arms of the MuJoCo station run in SimConfig(actuation="mit"): the arm config's kp/kd, the motor types' torque
 ranges, real gravity; "on" adds the driver's gravity feed-forward (robot_client.gravity; clip from the arm config).
@@ -12,7 +12,8 @@ over joints, and the ratio on / off per pose and overall (goal: on <= 10% of off
 Also printed: one outstretched pose where joint 2 needs 14.9 N m, more than LeRobot's 10 N m feed-forward clip, with
 the configured clip (default 20 N m) and with LeRobot's; and the left gripper closing on a 4 cm cube, with and
 without the force limiter (motor effort before and from the step the stall is detected in, against the cap), the
-limiter updated every physics step and, as the real driver does, once per command frame (every 2 or 3 steps).
+limiter updated every physics step and, as the real driver does, once per command frame (every 2 or 3 steps); then
+the cube is taken from the grasp and the time until the limiter lets go is printed (--gripper-only: just this part).
 
 --factors model (default): feed-forward factors 1.0, exact for the sim whose plant is the model itself; arm: the
 arm config's gravity_factors (the maker's 1.0/1.1/1.1/1.2/1.0/1.0), i.e. the over-compensation those factors give
@@ -161,8 +162,36 @@ def gripper_stall(config: RobotConfig, force_limit: bool, limiter_period_steps: 
         out.update(peak_before=float(e[:detected[0]].max()), peak_after=float(after.max()),
                    over_ms=float((over.max() + 1) * dt * 1e3) if len(over) else 0.0,
                    detected_s=float(detected[0] * dt))
+    if drive.grasping()["left_gripper"]:
+        # The cube taken from the grasp: the capped push runs the jaws on until the limiter lets go.
+        robot.set_object_pose("red_cube", Pose.on_table(0.6, -0.2, 0.02))
+        taken = len(efforts)
+        while drive.grasping()["left_gripper"] and len(efforts) - taken < 0.5 / dt:
+            world.step()
+        out["released_ms"] = (len(efforts) - taken) * dt * 1e3
+        for _ in range(int(0.5 * config.servo_hz)):
+            robot.command(q)
+        out["final_taken"] = float(efforts[-1])
     robot.close()
     return out
+
+
+def print_gripper_stall(config: RobotConfig) -> None:
+    print("\ngripper closing on a 4 cm cube at 2 / s (motor |effort|, N m); limiter updated every physics step, or "
+          "every 2 / 3 steps (about the real driver's 4 ms command frame):")
+    for force_limit, every in ((False, 1), (True, 1), (True, 2), (True, 3)):
+        r = gripper_stall(config, force_limit, every)
+        label = f"on, every {r['limiter_ms']:.2f} ms" if force_limit else "off"
+        text = (f"  limiter {label}: peak {r['peak']:.2f}, final {r['final']:.2f} "
+                f"(cap {r['cap']:.2f}), opening {r['opening']:.3f}")
+        if "peak_after" in r:
+            text += (f"; stall detected {r['detected_s']:.3f} s after closing began (peak before "
+                     f"{r['peak_before']:.2f}), from then on peak {r['peak_after']:.3f} "
+                     f"({r['peak_after'] / r['cap'] - 1:+.1%} of the cap), above 1.1 x cap for {r['over_ms']:.0f} ms")
+        if "released_ms" in r:
+            text += (f"; cube taken: released after {r['released_ms']:.1f} ms, |effort| 0.5 s later "
+                     f"{r['final_taken']:.3f}")
+        print(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,10 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factors", choices=("model", "arm"), default="model")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds holding each pose (>= 1)")
     parser.add_argument("--stream", action="store_true", help="also track the recorded sample episode")
+    parser.add_argument("--gripper-only", action="store_true", help="only the gripper closing on the cube")
     args = parser.parse_args(argv)
     if not args.settle >= MEASURE_S + 0.5:
         parser.error(f"--settle must be >= {MEASURE_S + 0.5} s, got {args.settle}")
     config = load_robot_config("bimanual_yam")
+    if args.gripper_only:
+        print_gripper_stall(config)
+        return 0
     factors = MODEL_GRAVITY_FACTORS if args.factors == "model" else None
     names = config.joint_names
     print(f"MIT-law sim, kp {list(config.arms[0].kp)}, kd {list(config.arms[0].kd)}, gravity factors "
@@ -210,18 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbeyond the clip, {list(OUTSTRETCHED)} (gravity 14.9 N m on joint 2): joint 2 static error off "
           f"{off[1]:.4f} rad, on with the configured {clip:g} N m clip {on[1]:.4f} rad ({on[1] / off[1]:.0%}), on "
           f"with LeRobot's {LEROBOT_CLIP_NM:g} N m {on_lerobot[1]:.4f} rad ({on_lerobot[1] / off[1]:.0%})")
-    print("\ngripper closing on a 4 cm cube at 2 / s (motor |effort|, N m); limiter updated every physics step, or "
-          "every 2 / 3 steps (about the real driver's 4 ms command frame):")
-    for force_limit, every in ((False, 1), (True, 1), (True, 2), (True, 3)):
-        r = gripper_stall(config, force_limit, every)
-        label = f"on, every {r['limiter_ms']:.2f} ms" if force_limit else "off"
-        text = (f"  limiter {label}: peak {r['peak']:.2f}, final {r['final']:.2f} "
-                f"(cap {r['cap']:.2f}), opening {r['opening']:.3f}")
-        if "peak_after" in r:
-            text += (f"; stall detected {r['detected_s']:.3f} s after closing began (peak before "
-                     f"{r['peak_before']:.2f}), from then on peak {r['peak_after']:.3f} "
-                     f"({r['peak_after'] / r['cap'] - 1:+.1%} of the cap), above 1.1 x cap for {r['over_ms']:.0f} ms")
-        print(text)
+    print_gripper_stall(config)
     if args.stream:
         print("\nrecorded servo streams (data/sample_yam, 30 Hz actions interpolated to the servo rate), arm joints "
               "|target - measured| (rad):\n")

@@ -43,6 +43,8 @@ class RigOptions:
     pace: float | None = 1.0  # simulated seconds per wall second; None = as fast as possible
     sim: SimConfig | None = None  # simulation settings (its seed is replaced by `seed`); None = the defaults
     camera_delays_s: Mapping[str, float] | None = None  # injected camera latency per camera
+    # Backends whose servo loop runs in another process start it knowing whether this is a dry run.
+    dry_run: bool = False
 
 
 RigBuilder = Callable[["RobotConfig", Sequence[str], RigOptions], "Rig"]

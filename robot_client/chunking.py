@@ -349,23 +349,26 @@ class EnsembleScheduler(ChunkScheduler, mode="ensemble"):
         return QueryPlan(obs_time=obs_time)
 
     def _accept(self, chunk: Chunk, now: float) -> None:
+        self._chunks = [c for c in self._chunks if c.times[-1] >= now]  # forget chunks that have fully passed
         fresh = self._drop_stale(self._stamped(chunk, chunk.obs_time), now)
         if fresh is not None:
             self._chunks.append(fresh)
 
     def _target(self, now: float) -> F64 | None:
-        self._chunks = [c for c in self._chunks if c.times[-1] >= now]
-        covering = [c for c in self._chunks if c.covers(now)]
+        # A pure function of `now` (nothing pruned here): a servo process's plan samples future instants too.
+        alive = [c for c in self._chunks if c.times[-1] >= now]
+        covering = [c for c in alive if c.covers(now)]
         if not covering:
-            return None if not self._chunks else self._chunks[-1].at(now)
+            return None if not alive else alive[-1].at(now)
         weights = np.exp(-self.config.ensemble_decay * np.arange(len(covering)))  # oldest first, weighs most
         values = np.stack([c.at(now) for c in covering])
         return np.asarray((weights[:, None] * values).sum(0) / weights.sum(), dtype=np.float64)
 
     def _velocity(self, now: float) -> F64 | None:
-        covering = [c for c in self._chunks if c.covers(now)]
+        alive = [c for c in self._chunks if c.times[-1] >= now]
+        covering = [c for c in alive if c.covers(now)]
         if not covering:
-            return None if not self._chunks else np.zeros(self.dof)
+            return None if not alive else np.zeros(self.dof)
         weights = np.exp(-self.config.ensemble_decay * np.arange(len(covering)))
         values = np.stack([c.velocity_at(now) for c in covering])
         return np.asarray((weights[:, None] * values).sum(0) / weights.sum(), dtype=np.float64)

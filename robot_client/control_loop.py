@@ -66,9 +66,11 @@ class LoopTiming:
             return "no ticks"
         p = np.asarray(self.periods)
         err = np.abs(p - nominal)
+        # `work` is empty where the ticks ran in another process (a servo process reports periods only).
+        work = f"work p99 {np.percentile(np.asarray(self.work), 99) * 1e3:.3f} ms, " if self.work else ""
         return (f"{len(p)} ticks, period p50 {np.percentile(p, 50) * 1e3:.3f} ms, "
                 f"p99 {np.percentile(p, 99) * 1e3:.3f} ms (|error| p99 {np.percentile(err, 99) * 1e3:.3f} ms), "
-                f"work p99 {np.percentile(np.asarray(self.work), 99) * 1e3:.3f} ms, overruns {self.overruns}")
+                f"{work}overruns {self.overruns}")
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,25 @@ Why: the gripper motor runs the MIT law tau = kp (p_des - p) + kd (v_des - v) + 
 leaves a large position error, so kp x error pushes into the object up to the motor's torque range (10 N m on
 a DM4310): about ten times the maker's 50 N grasp limit, enough to crush the object and to trip the motor's
 over-current / overload protection. The maker's driver watches the gripper: when the mean effort over a short
-window is high while the motor barely moves, the gripper is stalled on something, and from then on the target
-sent to the motor is placed just far enough beyond the measured position that kp x error gives the force cap
-(plus the friction the mechanism eats). Opening (a target on the other side of the measured position) or the
-effort fading releases it.
+window is high while the motor barely moves, the gripper is stalled on something, and from then on the gripper is
+driven with the force cap (plus the friction the mechanism eats) instead. Opening (a target on the other side of the
+measured position), the push fading, or the jaws running on past where they stalled releases it.
 
-The motor's damping term counts too. At detection the jaws have been pressed at up to the motor's full range for a
-whole detection window; once the push drops to the cap, the squeezed pads (and the object) spring back, and the
-firmware's kd (0 - v) then pushes against that opening motion on top of the capped kp term (left uncounted, the
-MuJoCo sim showed 3.5 N m for ~40 ms against a 1.03 N m cap). So while grasping, the target is also kept where the
-whole law the motor runs, kp (p_des - p) + kd (0 - v), stays within +-cap at the measured speed. Only p_des
-changes: v_des = 0, kp, kd and tau_ff are what the driver always sends, so the real firmware runs exactly this law
-(between two command frames it runs it at the speed of the moment, which the driver sees one frame later).
+How the cap is sent: while grasping, the gripper's frames run pure torque, kp = kd = 0 and tau_ff = the cap toward
+the object (`GripperForceLimiter.law_to_send`; kp x (target - position) when that is less: a target brought close to
+the jaws presses less, and the grasp then releases as the push fades). Why not a position target placed where the
+motor's law gives the cap, as the maker's driver does: the motor runs its law between two frames (4 ms at the
+driver's 250 Hz sender) at the position and speed of the moment, and the frame was built from a reading one frame
+old. At detection the jaws have been pressed at up to the motor's full range for a whole detection window; once the
+push drops to the cap, the squeezed pads (and the object) spring back at several rad/s at the motor. With the
+configured kd the damping term kd (0 - v) adds to the cap against that opening motion: in the MuJoCo sim 2.4 / 3.3
+N m against a 1.03 N m cap with frames every 3.3 / 5 ms, even with the frame's target placed for the damping at the
+speed last measured. With kd = 0 in grasping frames the spring term still grows by kp x the distance the jaws open
+within a frame: 1.30 / 1.51 N m (+26% / +46%). Pure torque adds nothing between frames, whatever the jaws do, and
+the motor reports the cap within a torque quantisation step at every frame period (docs/benchmarks.md).
+The cost: nothing in a grasping frame holds a position, so if the object gives way (or is taken) the cap runs the
+jaws on toward the target. That is the third release rule: the jaws more than give_way_rad past where they stalled,
+moving on faster than clog_speed; the ordinary law (with its damping) then takes over.
 
 Everything here is in motor units (rad, rad/s, N m) and knows nothing of CAN or MuJoCo, so the real driver, the
 emulator tests and the simulator share it.
@@ -43,13 +50,15 @@ class GripperForceConfig:
     clog_effort_nm: float = 0.5  # clogged: mean effort toward the target over window_s above this ...
     clog_speed: float = 0.3  # ... while |speed| (motor rad/s) below this
     window_s: float = 0.1
-    smoothing: float = 0.1  # low-pass alpha (per update) of the capped target
+    smoothing: float = 0.1  # low-pass alpha (per update) of the capped push
     release_effort_nm: float = 0.2  # clogged and mean effort toward the target below this: the object is gone
+    give_way_rad: float = 0.1  # clogged and the jaw this far past where the stall was detected, still moving on
+    # toward the target faster than clog_speed: the object gave way (about 1.5 mm of a linear gripper's jaw travel)
 
     def __post_init__(self) -> None:
         positive = {"max_force_n": self.max_force_n, "stroke_m": self.stroke_m,
                     "motor_stroke_rad": self.motor_stroke_rad, "clog_effort_nm": self.clog_effort_nm,
-                    "clog_speed": self.clog_speed, "window_s": self.window_s}
+                    "clog_speed": self.clog_speed, "window_s": self.window_s, "give_way_rad": self.give_way_rad}
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise GripperForceConfigError(f"gripper force {name} must be a finite number > 0, got {value}")
@@ -90,8 +99,18 @@ def force_config_for(gripper_type: str, max_force_n: float = 50.0) -> GripperFor
                               clog_speed=clog_speed)
 
 
+@dataclass(frozen=True)
+class GripperLaw:
+    """The gains of one gripper frame and the torque it adds to the frame's feed-forward (motor units)."""
+
+    kp: float
+    kd: float
+    torque_nm: float
+
+
 class GripperForceLimiter:
-    """Per-gripper stall detector and target limiter; call `update` every time a command frame is built.
+    """Per-gripper stall detector and force limiter; call `update` every time a command frame is built, then build
+    the gripper's frame with the target it returns and `law_to_send()`'s gains and torque.
 
     Not thread-safe: one caller (the frame builder) owns it."""
 
@@ -109,7 +128,8 @@ class GripperForceLimiter:
         self._first_t: float | None = None
         self._grasping = False
         self._direction = 0.0  # sign of (target - position) when the stall was detected
-        self._held: float | None = None  # low-passed capped target while grasping
+        self._push: float | None = None  # low-passed capped push (N m, signed) while grasping
+        self._stalled_at = 0.0  # motor position where the stall was detected
         self.peak_effort_nm = 0.0  # largest |effort| seen since reset
         self.peak_grasp_effort_nm = 0.0  # largest |effort| seen while grasping (after a detection)
         self.grasps = 0  # stalls detected since reset
@@ -131,15 +151,21 @@ class GripperForceLimiter:
         self._first_t = None
         self._grasping = False
         self._direction = 0.0
-        self._held = None
+        self._push = None
         self.peak_effort_nm = 0.0
         self.peak_grasp_effort_nm = 0.0
         self.grasps = 0
 
+    def law_to_send(self) -> GripperLaw:
+        """What the gripper's frame carries besides the target `update` returned: the configured kp and kd with no
+        added torque, or while grasping kp = kd = 0 and the capped push as torque (pure torque control)."""
+        if self._grasping and self._push is not None:
+            return GripperLaw(0.0, 0.0, self._push)
+        return GripperLaw(self.kp, self.kd, 0.0)
+
     def update(self, t: float, position: float, velocity: float, effort: float, target: float) -> float:
-        """Motor-space target to send (offset toward the measured position when clogged so that the motor's law at
-        the measured speed, kp * error - kd * velocity, gives at most max_torque_nm either way). All in motor units
-        (rad, rad/s, N m); t in seconds (monotonic)."""
+        """Motor-space target to send: `target`, or while grasping the measured position (the frame then runs pure
+        torque, see `law_to_send`). All in motor units (rad, rad/s, N m); t in seconds (monotonic)."""
         for name, value in (("t", t), ("position", position), ("velocity", velocity), ("effort", effort),
                             ("target", target)):
             if not math.isfinite(value):
@@ -152,29 +178,36 @@ class GripperForceLimiter:
         if self._grasping:
             # This reading answers a capped frame: it is what the cap achieves.
             self.peak_grasp_effort_nm = max(self.peak_grasp_effort_nm, abs(effort))
-            if wanted != self._direction or mean * self._direction < cfg.release_effort_nm:
+            # Released by opening (a target on the other side), by the push fading (a target brought close to the
+            # jaws), or by the jaws running on toward the target past where they stalled: the object gave way or
+            # was taken, and a pure torque would otherwise push them on at the cap until they hit something.
+            if (wanted != self._direction or mean * self._direction < cfg.release_effort_nm
+                    or ((position - self._stalled_at) * self._direction > cfg.give_way_rad
+                        and velocity * self._direction > cfg.clog_speed)):
                 self._grasping = False
-                self._held = None
+                self._push = None
+                # A fresh window: the grasp's pushing must not count toward a new stall once the jaws arrive.
+                self._efforts.clear()
+                self._sum = 0.0
+                self._first_t = None
         # Stalled: pushing toward the target (not braking on arrival) for a whole window, without moving.
         elif (self._first_t is not None and t - self._first_t >= cfg.window_s and wanted != 0.0
               and mean * wanted > cfg.clog_effort_nm and abs(velocity) < cfg.clog_speed):
             self._grasping = True
             self._direction = wanted
-            self._held = None
+            self._push = None
+            self._stalled_at = position
             self.grasps += 1
         if not self._grasping:
             return target
-        reach = cfg.max_torque_nm / self.kp
-        capped = position + max(-reach, min(reach, target - position))
+        cap = cfg.max_torque_nm
+        # The spring the motor would run, capped: a target brought close to the jaws presses less (and then fades).
+        push = max(-cap, min(cap, self.kp * (target - position)))
         # First frame after detection jumps straight to the cap (the stall is already pressing); later frames are
-        # low-passed so sensor noise on the measured position does not shake the jaws.
-        self._held = capped if self._held is None else self._held + cfg.smoothing * (capped - self._held)
-        # Never beyond the cap on the current measurement, whatever the filter's lag, damping term included:
-        # -cap <= kp (p_des - p) - kd v <= cap. The capped target above ignores the speed on purpose: a jaw moving on
-        # toward the target (the object gave way) then feels the cap minus its damping, the effort fades and the
-        # grasp releases; only the bound here, which brakes or pushes no harder than the cap, sees v.
-        damping = self.kd * velocity / self.kp
-        return position + max(damping - reach, min(damping + reach, self._held - position))
+        # low-passed so sensor noise on the measured position does not shake the jaws. A mean of values within
+        # +-cap stays within it.
+        self._push = push if self._push is None else self._push + cfg.smoothing * (push - self._push)
+        return position
 
     def _remember(self, t: float, effort: float) -> None:
         if self._first_t is None:

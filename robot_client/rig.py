@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,9 @@ class Rig:
     # Task-specific success check at the end of an episode, given its prompt (sim: robot_client.sim.tasks, for
     # the prompts it knows); None = unknown.
     success: Callable[[str], bool | None] = lambda prompt: None
+    # Set when the servo loop runs in a process of its own: builds the episode's loop (a RemoteServoLoop) from the
+    # runner's loop settings (deadline_s, dry_run, estop, on_tick); None = the loop runs in this process.
+    remote_loop: Callable[..., Any] | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -107,8 +110,9 @@ register_backend(RobotBackend(
 ))
 
 
-def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
-    """Real arms over CAN and the config's OpenCV cameras (every camera the policy needs must be configured)."""
+def build_yam_rig(config: RobotConfig, cameras: Sequence[str], robot: Robot | None = None) -> Rig:
+    """Real arms over CAN and the config's OpenCV cameras (every camera the policy needs must be configured).
+    `robot`: the robot to use instead of a YamRobot in this process (a servo process's ProcessRobot)."""
     from robot_client.cameras import CameraConfig, CameraRig, OpenCVCamera
     from robot_client.yam.driver import YamRobot
 
@@ -116,7 +120,7 @@ def build_yam_rig(config: RobotConfig, cameras: Sequence[str]) -> Rig:
     missing = [c for c in cameras if c not in entries]
     if missing:
         raise RigError(f"the policy needs cameras {missing}; add [[camera]] tables for them to {config.source}")
-    robot = YamRobot(config)
+    robot = robot if robot is not None else YamRobot(config)
     if not cameras:  # a state-only policy: no camera threads to start
         robot.connect()
         rig = Rig(robot=robot, clock=WallClock(), capture_images=dict, camera_names=())
@@ -147,6 +151,48 @@ register_backend(RobotBackend(
     name="yam", build=lambda config, cameras, options: build_yam_rig(config, cameras), moves_real_hardware=True,
     simulated=False, default_cameras=lambda config: tuple(c.name for c in config.cameras),
     help="the real I2RT YAM arms over CAN and the config's [[camera]] tables",
+))
+
+
+def build_servo_process_rig(config: RobotConfig, cameras: Sequence[str], options: RigOptions,
+                            backend: str = "yam") -> Rig:
+    """The arms driven by a servo process (robot_client.servo_process: the loop and the motor sender in a
+    process of their own, SCHED_FIFO where permitted); cameras as the YAM rig's."""
+    from robot_client.remote_loop import ProcessRobot, RemoteServoLoop
+    from robot_client.servo_process import ServoProcess, ServoProcessConfig
+
+    if not config.source or config.source.startswith("<"):
+        raise RigError("a servo process loads the robot config from its file: load it from a TOML file")
+    start = options.sim.initial_positions if options.sim is not None else None
+    spec = ServoProcessConfig(robot_config=config.source, backend=backend, dry_run=options.dry_run,
+                              deadline_s=config.safety.server_deadline_s, calibration=config.calibration or None,
+                              initial_positions={} if start is None else dict(zip(config.joint_names, start,
+                                                                                   strict=True)))
+    proxy = ProcessRobot(config, ServoProcess(spec))
+    if backend == "yam":
+        rig = build_yam_rig(config, cameras, robot=proxy)
+    else:
+        if cameras:
+            raise RigError(f"the {backend} servo process has no cameras; the policy needs {list(cameras)}")
+        proxy.connect()
+        rig = Rig(robot=proxy, clock=WallClock(), capture_images=dict, camera_names=())
+        rig._closers.append(proxy.close)
+
+    def make_loop(*, deadline_s: float, dry_run: bool, estop: Any, on_tick: Any) -> RemoteServoLoop:
+        return RemoteServoLoop(proxy, rig.clock, deadline_s=deadline_s, dry_run=dry_run, estop=estop,
+                               on_tick=on_tick)
+
+    rig.remote_loop = make_loop
+    log.info("servo process pid %s at %s priority", proxy.proc.proc.pid if proxy.proc.proc else "?",
+             proxy.proc.realtime)
+    return rig
+
+
+register_backend(RobotBackend(
+    name="yam-process", build=build_servo_process_rig, moves_real_hardware=True, simulated=False,
+    default_cameras=lambda config: tuple(c.name for c in config.cameras),
+    help="the real YAM arms with the servo loop and motor sender in a process of their own (SCHED_FIFO where "
+         "the OS permits): steadier timing on a busy deploy machine",
 ))
 
 

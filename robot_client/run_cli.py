@@ -210,7 +210,8 @@ def run_session(args: argparse.Namespace) -> SessionResult:
     cameras = [c.name for c in md.cameras]
     try:
         rig = backend.build(config, cameras, RigOptions(seed=args.seed, pace=args.pace,
-                                                        sim=_sim_config(args) if backend.simulated else None))
+                                                        sim=_sim_config(args) if backend.simulated else None,
+                                                        dry_run=args.dry_run))
     except ValueError as exc:  # the sim model's own check (SimModelError): a joint the model lacks, named
         policy.close()
         if backend.simulated:

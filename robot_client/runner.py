@@ -32,6 +32,7 @@ from robot_client.control_loop import LoopEvents, ServoLoop, TickRecord
 from robot_client.motion_stats import MotionMeter, MotionSummary
 from robot_client.policy_client import ModelChangedError
 from robot_client.policy_worker import ChunkRecord, InferencePolicy, PolicyWorker, WorkerStats
+from robot_client.remote_loop import RemoteServoLoop
 from robot_client.rig import Rig
 from robot_client.robot import ActuationReport, RobotFault
 from robot_client.safety import EStop, FirstActionError, check_first_action
@@ -159,8 +160,13 @@ def run_episode(
         if on_tick is not None:
             on_tick(record)
 
-    loop = ServoLoop(robot, servo, rig.clock, deadline_s=config.safety.server_deadline_s,
-                     dry_run=options.dry_run, estop=estop, on_tick=tick_hook)
+    loop: ServoLoop | RemoteServoLoop
+    if rig.remote_loop is not None:  # the servo loop runs in a process of its own
+        loop = rig.remote_loop(deadline_s=config.safety.server_deadline_s, dry_run=options.dry_run, estop=estop,
+                               on_tick=tick_hook)
+    else:
+        loop = ServoLoop(robot, servo, rig.clock, deadline_s=config.safety.server_deadline_s,
+                         dry_run=options.dry_run, estop=estop, on_tick=tick_hook)
     state = loop.start()
     robot.actuation_report(reset=True)  # the episode's figures start here
     scheduler = make_scheduler(options.chunking, config.dof)
@@ -228,7 +234,7 @@ def run_episode(
     return report
 
 
-def _bring_to_rest(loop: ServoLoop, servo_hz: float) -> None:
+def _bring_to_rest(loop: ServoLoop | RemoteServoLoop, servo_hz: float) -> None:
     """The loop's own hold: a jerk-limited stop where the arm is, ticked until still (at most 2 s)."""
     loop.servo.stop()
     for _ in range(int(2 * servo_hz)):
@@ -237,7 +243,7 @@ def _bring_to_rest(loop: ServoLoop, servo_hz: float) -> None:
         loop.tick(lambda t: None, lambda t: float("inf"))
 
 
-def _first_chunk(worker: PolicyWorker, loop: ServoLoop, timeout_s: float) -> Chunk:
+def _first_chunk(worker: PolicyWorker, loop: ServoLoop | RemoteServoLoop, timeout_s: float) -> Chunk:
     """Query until a chunk arrives, ticking the loop (holding) between attempts. The query blocks the loop, so the
     robot is told to hold first: a backend with a servo deadline keeps the pose through a slow first answer."""
     deadline = time.monotonic() + timeout_s

@@ -1,8 +1,8 @@
-"""The gripper force limiter on its own: stall detection, the cap it enforces through kp, release, bad input.
+"""The gripper force limiter on its own: stall detection, the cap it enforces by pure torque, release, bad input.
 
-A tiny stand-in plant closes the loop: a motor under the MIT law (kp, kd) driving an inertia, blocked by a wall,
-stepped at 4 ms. It is not the emulator (tests/test_yam_gripper_force.py drives the real driver against that);
-it is here so each rule of the limiter can be shown to matter on its own.
+A tiny stand-in plant closes the loop: a motor under the MIT law (the frame's p_des, kp, kd and torque) driving an
+inertia, blocked by a wall, stepped at 4 ms. It is not the emulator (tests/test_yam_gripper_force.py drives the
+real driver against that); it is here so each rule of the limiter can be shown to matter on its own.
 """
 
 from __future__ import annotations
@@ -15,10 +15,19 @@ from robot_client.gripper_force import (
     GripperForceConfig,
     GripperForceConfigError,
     GripperForceLimiter,
+    GripperLaw,
     force_config_for,
 )
 
 KP, KD, DT = 20.0, 0.5, 0.004
+PLAIN = GripperLaw(KP, KD, 0.0)  # the configured gains, no added torque: the law without a limiter
+
+
+def _frame(limiter: GripperForceLimiter, t: float, p: float, v: float, tau: float,
+           target: float) -> tuple[float, GripperLaw]:
+    """What a frame builder sends for the gripper: the limiter's target and law."""
+    sent = limiter.update(t, p, v, tau, target)
+    return sent, limiter.law_to_send()
 
 
 class WalledMotor:
@@ -27,15 +36,15 @@ class WalledMotor:
     def __init__(self, wall: float | None, position: float = -3.0) -> None:
         self.p, self.v, self.tau, self.wall = position, 0.0, 0.0, wall
 
-    def step(self, target: float) -> None:
+    def step(self, target: float, law: GripperLaw = PLAIN) -> None:
         for _ in range(4):
             h = DT / 4
-            tau = max(-10.0, min(10.0, KP * (target - self.p) - KD * self.v))
+            tau = max(-10.0, min(10.0, law.kp * (target - self.p) - law.kd * self.v + law.torque_nm))
             self.v += h * tau / 0.01
             self.p += h * self.v
             if self.wall is not None and self.p >= self.wall:
                 self.p, self.v = self.wall, min(0.0, self.v)
-                tau = max(-10.0, min(10.0, KP * (target - self.p) - KD * self.v))
+                tau = max(-10.0, min(10.0, law.kp * (target - self.p) - law.kd * self.v + law.torque_nm))
             self.tau = tau
 
 
@@ -45,8 +54,10 @@ def _close_on(wall: float | None, limiter: GripperForceLimiter | None, target: f
     trace = []
     for i in range(steps):
         t = i * DT
-        sent = target if limiter is None else limiter.update(t, motor.p, motor.v, motor.tau, target)
-        motor.step(sent)
+        if limiter is None:
+            motor.step(target)
+        else:
+            motor.step(*_frame(limiter, t, motor.p, motor.v, motor.tau, target))
         trace.append((limiter is not None and limiter.grasping, motor.tau))
     return motor, trace
 
@@ -87,21 +98,23 @@ def test_opening_releases_the_grasp_at_once() -> None:
     limiter = GripperForceLimiter(GripperForceConfig(), KP, KD)
     motor, _ = _close_on(wall=-2.0, limiter=limiter)
     assert limiter.grasping
-    sent = limiter.update(10.0, motor.p, motor.v, motor.tau, -5.0)  # open: target on the other side
-    assert not limiter.grasping and sent == -5.0
+    law = limiter.law_to_send()
+    assert law.kp == 0.0 and law.kd == 0.0 and law.torque_nm == pytest.approx(GripperForceConfig().max_torque_nm)
+    sent, law = _frame(limiter, 10.0, motor.p, motor.v, motor.tau, -5.0)  # open: target on the other side
+    assert not limiter.grasping and sent == -5.0 and law == PLAIN
 
 
 def test_the_grasp_releases_when_the_object_is_gone() -> None:
     limiter = GripperForceLimiter(GripperForceConfig(), KP, KD)
     motor, _ = _close_on(wall=-2.0, limiter=limiter)
-    motor.wall = None  # the object slipped out: the jaws move on (at the capped force) and the effort fades
+    motor.wall = None  # the object slipped out: the jaws run on (pushed by the capped torque) past the stall
     t0 = 500 * DT
     released = None
     for i in range(500):
-        motor.step(limiter.update(t0 + i * DT, motor.p, motor.v, motor.tau, 0.0))
+        motor.step(*_frame(limiter, t0 + i * DT, motor.p, motor.v, motor.tau, 0.0))
         if released is None and not limiter.grasping:
             released = i
-    assert released is not None and released * DT < 0.3
+    assert released is not None and released * DT < 0.05  # released by the motion, not after a fading window
     assert not limiter.grasping and limiter.grasps == 1  # not re-detected on the way
     assert motor.p == pytest.approx(0.0, abs=1e-3)  # free again: it reaches its target
 
@@ -120,71 +133,92 @@ def test_a_short_effort_spike_while_moving_is_not_a_stall() -> None:
     assert limiter.grasping
 
 
-def test_the_sent_target_never_asks_for_more_than_the_cap() -> None:
-    """Whatever the jaws do once grasping, the law the motor runs with the sent target, kp (p_des - p) - kd v, stays
-    within the cap: its damping term counts as much as its spring."""
+def test_a_grasping_frame_is_pure_torque_within_the_cap() -> None:
+    """Whatever the jaws do once grasping, the frame asks the motor for at most the cap: kp = kd = 0, so between two
+    frames neither the jaws' motion (squeezed pads springing back) nor a late speed reading can add to it."""
     cfg = GripperForceConfig()
     limiter = GripperForceLimiter(cfg, KP, KD)
     laws = []
     for i in range(60):
         p = -2.0 + 0.001 * math.sin(i)
         v = 5.0 * math.sin(0.7 * i) if limiter.grasping else 0.0  # jaws springing back and forth after detection
-        sent = limiter.update(i * DT, p, v, 8.0, 0.0)
+        sent, law = _frame(limiter, i * DT, p, v, 8.0, 0.0)
         if limiter.grasping:
-            laws.append(KP * (sent - p) - KD * v)
+            assert law.kp == 0.0 and law.kd == 0.0 and sent == p
+            laws.append(law.torque_nm)
+        else:
+            assert law == PLAIN and sent == 0.0
     assert limiter.grasping and len(laws) > 30
-    assert max(abs(law) for law in laws) <= cfg.max_torque_nm + 1e-9
-    assert max(laws) == pytest.approx(cfg.max_torque_nm)  # while the jaws open, pressing with the cap itself
+    assert max(abs(tau) for tau in laws) <= cfg.max_torque_nm + 1e-12
+    assert laws[0] == pytest.approx(cfg.max_torque_nm)  # toward the target (closing = increasing position)
+
+
+def test_a_target_brought_close_presses_less_and_then_releases() -> None:
+    cfg = GripperForceConfig()
+    limiter = GripperForceLimiter(cfg, KP, KD)
+    motor, _ = _close_on(wall=-2.0, limiter=limiter)
+    assert limiter.grasping
+    t0 = 500 * DT
+    pushes = []
+    for i in range(100):  # the target 5 mrad beyond the jaws: kp x 0.005 = 0.1 N m, below the release effort
+        motor.step(*_frame(limiter, t0 + i * DT, motor.p, motor.v, motor.tau, -1.995))
+        pushes.append(abs(motor.tau))
+        if not limiter.grasping:
+            break
+    assert not limiter.grasping and limiter.grasps == 1
+    assert max(pushes) <= cfg.max_torque_nm + 1e-12 and pushes[-2] < 0.5 * cfg.max_torque_nm
 
 
 class SqueezedPads:
     """The motor's MIT law (torque range +-10 N m) on an inertia of 0.01 pressing into a compliant object (pads):
     stiffness 500 N m / rad and damping 0.5 N m s / rad from `wall` on (closing = increasing position). Stepped at
-    0.5 ms with the limiter updated every step, as the MuJoCo sim runs it."""
+    0.5 ms; the frame builder runs every `period` steps and the motor holds its last frame in between, as the
+    firmware does."""
 
     H, INERTIA, STIFFNESS, DAMPING = 0.0005, 0.01, 500.0, 0.5
 
     def __init__(self, wall: float) -> None:
         self.p, self.v, self.tau, self.wall = wall, 0.0, 0.0, wall
 
-    def step(self, target: float) -> None:
-        self.tau = max(-10.0, min(10.0, KP * (target - self.p) - KD * self.v))
+    def step(self, target: float, law: GripperLaw) -> None:
+        self.tau = max(-10.0, min(10.0, law.kp * (target - self.p) - law.kd * self.v + law.torque_nm))
         squeeze = self.p - self.wall
         pad = -max(0.0, self.STIFFNESS * squeeze + self.DAMPING * self.v) if squeeze > 0 else 0.0
         self.v += self.H * (self.tau + pad) / self.INERTIA
         self.p += self.H * self.v
 
 
-def _squeeze(limiter: GripperForceLimiter, seconds: float = 0.5) -> tuple[SqueezedPads, list[float]]:
+def _squeeze(limiter: GripperForceLimiter, period: int, seconds: float = 0.5) -> tuple[SqueezedPads, list[float]]:
     """Close on the pads (target far beyond them); the motor's effort from the first capped step on."""
     pads = SqueezedPads(wall=-2.0)
     after: list[float] = []
+    sent, law = 0.0, PLAIN
     for i in range(int(seconds / pads.H)):
-        sent = limiter.update(i * pads.H, pads.p, pads.v, pads.tau, 0.0)
-        pads.step(sent)
+        if i % period == 0:
+            sent, law = _frame(limiter, i * pads.H, pads.p, pads.v, pads.tau, 0.0)
+        pads.step(sent, law)
         if limiter.grasping:
             after.append(pads.tau)
     return pads, after
 
 
-def test_the_cap_holds_from_detection_on_while_squeezed_pads_spring_back() -> None:
+@pytest.mark.parametrize("period", [1, 8])  # frames every 0.5 ms, and every 4 ms (the real driver's sender)
+def test_the_cap_holds_from_detection_on_while_squeezed_pads_spring_back(period: int) -> None:
     """Squeezed at the motor's full 10 N m for the detection window, the pads spring back once the push drops to
-    the cap; the motor's damping then adds kd x their speed to the capped push unless the limiter counts it."""
+    the cap. A position law would add to the cap between frames (kd x the opening speed, kp x the distance opened);
+    the pure torque of a grasping frame adds nothing, however long the motor holds the frame."""
     cfg = GripperForceConfig()
-    pads, after = _squeeze(GripperForceLimiter(cfg, KP, KD))
+    pads, after = _squeeze(GripperForceLimiter(cfg, KP, KD), period)
     assert len(after) > 0.3 / pads.H
     assert max(abs(tau) for tau in after) <= cfg.max_torque_nm * (1 + 1e-9)
     assert after[-1] == pytest.approx(cfg.max_torque_nm, rel=0.02)  # still pressing, with the capped force
     assert pads.p - pads.wall == pytest.approx(cfg.max_torque_nm / pads.STIFFNESS, rel=0.05)
-    # The same limiter blind to the damping term (kd 0, while the motor runs kd 0.5) lets the spring-back through.
-    _, blind = _squeeze(GripperForceLimiter(cfg, KP, 0.0))
-    assert max(abs(tau) for tau in blind) > 1.5 * cfg.max_torque_nm
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"max_force_n": 0.0}, "max_force_n"), ({"stroke_m": -1.0}, "stroke_m"), ({"window_s": math.nan}, "window_s"),
     ({"smoothing": 0.0}, "smoothing"), ({"friction_nm": -0.1}, "friction_nm"),
-    ({"release_effort_nm": 0.6}, "release_effort_nm"),
+    ({"release_effort_nm": 0.6}, "release_effort_nm"), ({"give_way_rad": 0.0}, "give_way_rad"),
 ])
 def test_bad_settings_are_refused_naming_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(GripperForceConfigError, match=field):

@@ -2,7 +2,8 @@
 
 The emulated gripper motor closes on an obstacle (a stiff wall) and reports the MIT law's torque there; the
 emulated joints carry the arm model's gravity. Stated tolerance: after the stall is detected the gripper's
-effort stays within 10% of the configured cap (the maker's 50 N, about 1.03 N m at the motor).
+effort stays within 10% of the configured cap (the maker's 50 N, about 1.03 N m at the motor), at the driver's
+250 Hz sender, with the grasping frames running pure torque (kp = kd = 0, the cap as torque).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.gripper_force import GripperForceConfig
+from robot_client.yam import protocol as dm
 from robot_client.yam.arm import YamOptions
 from robot_client.yam.driver import YamRobot
 from robot_client.yam.emulator import EmulatorConfig, ManualClock, MotorEmulator, MotorSpec, gravity_load
@@ -77,9 +79,9 @@ def _cycles(rig: Rig, target: np.ndarray | None, cycles: int) -> None:
         rig.left.wait_for_frames(1, motor_ids=[GRIPPER_ID])
 
 
-def _close_on_obstacle(rig: Rig, cycles: int) -> list[tuple[bool, float, float]]:
+def _close_on_obstacle(rig: Rig, cycles: int) -> list[tuple[bool, float, float, dm.MitCommand | None]]:
     """Command the left gripper closed (everything else where it is); per sender cycle: (grasping seen before
-    the cycle, the gripper's effort, its position)."""
+    the cycle, the gripper's effort, its position, the last MIT frame it ran)."""
     rig.left.set_obstacle(GRIPPER_ID, OBSTACLE, +1)
     target = rig.robot.read_state().positions.copy()
     target[6] = 0.0  # left: closed
@@ -89,16 +91,22 @@ def _close_on_obstacle(rig: Rig, cycles: int) -> list[tuple[bool, float, float]]
         _cycles(rig, target, 1)
         snap = rig.left.snapshot(GRIPPER_ID)
         assert arm.gripper_limiter is not None
-        trace.append((arm.gripper_limiter.grasping, snap.torque, snap.physical_position))
+        trace.append((arm.gripper_limiter.grasping, snap.torque, snap.physical_position, snap.command))
     return trace
 
 
 def test_a_gripper_closing_on_an_object_is_capped_after_detection(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     trace = _close_on_obstacle(rig, 250)
-    detected = next((i for i, (grasping, _, _) in enumerate(trace) if grasping), None)
+    detected = next((i for i, (grasping, _, _, _) in enumerate(trace) if grasping), None)
     assert detected is not None, "the stall was never detected"
-    after = [abs(tau) for _, tau, _ in trace[detected + 2:]]  # frames built once the detection was seen
+    after = [abs(tau) for _, tau, _, _ in trace[detected + 2:]]  # frames built once the detection was seen
+    before = [cmd for _, _, _, cmd in trace[:detected]]
+    assert all(c is not None and c.kp == pytest.approx(20.0, abs=0.2) and c.kd == pytest.approx(0.5, abs=0.01)
+               for c in before)  # the configured law while closing
+    for _, _, _, cmd in trace[detected + 2:]:  # pure torque toward the object (closing drives the position up)
+        assert cmd is not None and cmd.kp == 0.0 and cmd.kd == 0.0
+        assert cmd.torque == pytest.approx(CAP, abs=0.01)
     assert len(after) > 100
     assert max(after) <= 1.10 * CAP, f"effort {max(after):.3f} N m after detection, cap {CAP:.3f}"
     assert after[-1] >= 0.8 * CAP  # still pressing on the object, with the capped force
@@ -137,6 +145,27 @@ def test_a_hold_keeps_the_grasp_and_opening_releases_it(make_rig: Callable[..., 
     _cycles(rig, target, 150)
     assert not arm.gripper_limiter.grasping
     assert rig.left.snapshot(GRIPPER_ID).physical_position < OBSTACLE - 2.0  # moved well away, opening
+
+
+def test_an_object_taken_from_the_grasp_releases_it_by_the_motion(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    _close_on_obstacle(rig, 200)
+    arm = rig.robot.arms[0]
+    assert arm.gripper_limiter is not None and arm.gripper_limiter.grasping
+    rig.left.set_obstacle(GRIPPER_ID, None)  # the object is gone: the capped torque runs the jaws on
+    target = rig.robot.read_state().positions.copy()
+    target[6] = 0.0
+    released = None
+    for k in range(150):
+        _cycles(rig, target, 1)
+        if released is None and not arm.gripper_limiter.grasping:
+            released = k
+    assert released is not None and released < 25  # within 0.1 s of frames, not left pushing at the cap
+    cmd = rig.left.snapshot(GRIPPER_ID).command
+    assert cmd is not None and cmd.kp == pytest.approx(20.0, abs=0.2) and cmd.kd == pytest.approx(0.5, abs=0.01)
+    assert rig.left.snapshot(GRIPPER_ID).physical_position == pytest.approx(0.0, abs=0.02)  # closed on nothing
+    assert abs(rig.left.snapshot(GRIPPER_ID).torque) < 0.2 * CAP
+    assert not arm.gripper_limiter.grasping
 
 
 def test_gravity_feed_forward_holds_the_loaded_arm_and_is_reported(make_rig: Callable[..., Rig]) -> None:

@@ -28,7 +28,11 @@ fingers' coupling stays stiff). A stalled motor can push each pad with hundreds 
 steps in, so the pads get a harder contact impedance than the model's default (PAD_SOLIMP). The gripper force limiter
 (`robot_client.gripper_force`) runs on the motor-unit position, speed and torque each physics step by default, an
 idealised driver; `limiter_period_steps` = 2-3 runs it every 3.3-5 ms instead, about the real driver's command frame
-(4 ms), holding its gripper target in between as the motor holds the last frame.
+(4 ms), holding its gripper frame in between as the motor holds the last frame. A frame is the limiter's target and
+law: the configured kp and kd, or while grasping pure torque (kp = kd = 0, the capped push as torque), so each frame
+also writes the gripper actuator's kp' and kd' into its biasprm and the push into its ctrl. With kd' = 0 the implicit
+integrator has no damping of that actuator to treat; the fingers' friction and the pads' contact damping remain, and
+the motor stays a pure force source, which an explicit step integrates stably.
 
 Efforts in this mode are what the motors report: motor torque in N m, the gripper's included.
 """
@@ -123,6 +127,10 @@ class MitDrive:
         self._act = np.array([b.actuator for b in world.bindings], dtype=np.intp)
         self._kp_act = self.kp * self.scale ** 2  # the law in robot units (actuator length)
         self._kd_act = self.kd * self.scale ** 2
+        # The kp (robot units) and added torque (N m) of each joint's current frame: the configured kp and none,
+        # but a grasping gripper's frames run pure torque (robot_client.gripper_force.GripperForceLimiter.law_to_send).
+        self._kp_sent = self._kp_act.copy()
+        self._push = np.zeros(n)
         self._targets = world.positions()
         self._velocities = np.zeros(n)  # v_des per robot joint (robot units/s)
         self.limiter_period_steps = limiter_period_steps
@@ -234,13 +242,20 @@ class MitDrive:
                 if frame or a not in self._limited:
                     s = self.scale[g]
                     self._limited[a] = arm.limiter.update(t, s * q[g], s * v[g], float(effort[g]), s * target[g]) / s
+                    # The frame's gains and added torque, held until the next frame as the motor holds them.
+                    law = arm.limiter.law_to_send()
+                    self._kp_sent[g] = law.kp * s ** 2
+                    self._push[g] = law.torque_nm
+                    world.model.actuator_biasprm[self._act[g], 1] = -law.kp * s ** 2
+                    world.model.actuator_biasprm[self._act[g], 2] = -law.kd * s ** 2
                 target[g] = self._limited[a]
         self.feedforward = ff
         self._ff_sum += np.abs(ff)
         np.maximum(self._ff_max, np.abs(ff), out=self._ff_max)
         self._ff_steps += 1
         self.sent = target
-        world.data.ctrl[self._act] = self._kp_act * target + self._kd_act * self._velocities + self.scale * ff
+        world.data.ctrl[self._act] = (self._kp_sent * target + self._kd_act * self._velocities
+                                      + self.scale * (ff + self._push))
 
     def efforts(self, world: SimWorld) -> F64:
         """Motor torque per robot joint (N m), as the motors report it: the clipped law of the last step."""

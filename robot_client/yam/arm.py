@@ -40,10 +40,10 @@ from the latest feedback, as the maker's driver applies them every cycle:
   (`robot_client.yam.gravity_ff.ArmGravity`: the arm model's gravity torque at the measured joint angles, zero
   offsets applied, times the configured or calibrated factors, clipped), so the arm neither drops at enable nor
   tracks low; the |torque| per joint is accumulated for the episode report (`actuation_report`);
-- the gripper force limit (`robot_client.gripper_force`): once the gripper stalls on an object, its target is
-  moved to where the motor's law (kp x error minus kd x the measured speed) gives the configured force cap, not the
-  motor's full torque range. A hold keeps a
-  grasp (the gripper holds its last commanded target, still capped) instead of letting go of the object.
+- the gripper force limit (`robot_client.gripper_force`): once the gripper stalls on an object, its frames run
+  pure torque (kp = kd = 0, the configured force cap as torque toward the object) instead of kp x error up to the
+  motor's full torque range. A hold keeps a grasp (the gripper holds its last commanded target, still capped)
+  instead of letting go of the object.
 """
 
 from __future__ import annotations
@@ -670,17 +670,24 @@ class YamArm:
         self._ff_frames += 1
         targets = self._limit_gripper(targets)
         v_des = self._velocity_feedforward()
-        return [self._mit_request(m, float(targets[m.index]), float(ff[m.index]), velocity=float(v_des[m.index]))
-                for m in self.motors]
+        requests = [self._mit_request(m, float(targets[m.index]), float(ff[m.index]), velocity=float(v_des[m.index]))
+                    for m in self.motors]
+        if self.gripper_limiter is not None:
+            # The gripper's frame runs the law the limiter chose: its gains, or pure torque while grasping.
+            g = self.motors[self.gripper_index]
+            law = self.gripper_limiter.law_to_send()
+            requests[g.index] = self._mit_request(g, float(targets[g.index]), float(ff[g.index]) + law.torque_nm,
+                                                  kp=law.kp, kd=law.kd)
+        return requests
 
     def _velocity_feedforward(self) -> F64:
         """v_des per motor for the frames of this cycle: the servo's planned velocity while it is fresh, else 0.
 
         Why: with v_des = 0 the damping term kd (0 - v) brakes every joint that moves as planned, so a moving arm
         trails its target by about kd v / kp (0.03 rad at 0.5 rad/s with kp 80, kd 5). With the plan's velocity it
-        damps only the deviation from the plan. A velocity older than `YamOptions.velocity_fresh_s` (the servo loop stalled and
-        the sender repeats its last frame) is dropped to 0: a repeated frame holds the last target still, it never
-        keeps pushing the arm along a stale motion."""
+        damps only the deviation from the plan. A velocity older than `YamOptions.velocity_fresh_s` (the servo loop
+        stalled and the sender repeats its last frame) is dropped to 0: a repeated frame holds the last target still,
+        it never keeps pushing the arm along a stale motion."""
         v = self._target_velocity
         if v is None or self._target is None or self.clock() - self._target_set_at > self.options.velocity_fresh_s:
             return np.zeros(len(self.motors))
