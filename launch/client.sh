@@ -8,7 +8,7 @@ Usage: launch/client.sh --server HOST:PORT [options] [-- extra `python -m robot_
 
 Options (defaults in brackets):
   --server HOST:PORT   the policy server (launch/serve.sh on the GPU box)
-  --robot sim|yam      MuJoCo arms or the real YAM arms [sim]
+  --robot sim|yam|yam-process   MuJoCo arms, the real YAM arms, or those with the servo loop in its own process [sim]
   --config NAME|FILE   robot config (limits, buses, cameras) [bimanual_yam]
   --chunking MODE      sync | async | ensemble | rtc [async]
   --prompt TEXT        task instruction sent with every observation [""]
@@ -16,7 +16,7 @@ Options (defaults in brackets):
   --record DIR.zarr    record the run (state, actions, images, chunks) [runs/<time>.zarr]; --no-record to skip
   --token-file F       bearer token of the server    --tls-root-cert F   CA of a TLS server
   --dry-run            compute every command, send none (the real arm holds where it is)
-  --i-understand-this-moves-the-arm   required with --robot yam without --dry-run
+  --i-understand-this-moves-the-arm   required with the real arms without --dry-run
 Real arms: run once with --dry-run, check the printed first-action guard and chunks, then run without it.
 E-stop while running: `e` + Enter, or `kill -USR1 <pid>`.
 TXT
@@ -48,7 +48,7 @@ done
 fail() { echo "client.sh: $*" >&2; exit 2; }
 [ -n "$server" ] || fail "give --server HOST:PORT (where launch/serve.sh listens); see --help"
 case "$server" in *:[0-9]*) ;; *) fail "--server must be HOST:PORT, got '$server'" ;; esac
-case "$robot" in sim|yam) ;; *) fail "--robot must be sim or yam, got '$robot'" ;; esac
+case "$robot" in sim|yam|yam-process) ;; *) fail "--robot must be sim, yam or yam-process, got '$robot'" ;; esac
 
 cd "$root"
 if [ "${SKIP_SETUP:-0}" != 1 ]; then ./launch/setup.sh; fi

@@ -1,4 +1,4 @@
-"""Command line: `python -m policy_server serve ...` and `python -m policy_server config ...`.
+"""Command line: `python -m policy_server serve ...`, `... config ...` and `... convert ...` (openpi JAX steps).
 
 An entry module on the top floor (like `robot_client.run_cli`): `config` and `serve --robot-config` read the
 robot config with the robot client's own loader (`robot_client.config`, imported only when a robot config is
@@ -21,6 +21,12 @@ from policy_norm.joint_names import joint_name_mismatch
 from policy_server.admission import AdmissionLimits
 from policy_server.auth import TOKEN_ENV, load_token
 from policy_server.batching import BatchingConfig
+from policy_server.checkpoint.openpi_convert import (
+    ConvertOptions,
+    convert_openpi_step,
+    ensure_converted,
+    is_orbax_step,
+)
 from policy_server.config_draft import RobotFacts, draft_policy_config, write_draft
 from policy_server.log_redaction import install_redaction
 from policy_server.policy import Policy
@@ -57,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weights dtype policy (auto: bfloat16 on CUDA, float32 on CPU)")
     model.add_argument("--asset-id", help="openpi assets/<asset_id> holding norm_stats.json, when several exist")
     model.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at start")
+    model.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
+                       help="attention kernel: sdpa = torch's fused scaled_dot_product_attention (default), eager = "
+                            "the reference formula op by op")
+    model.add_argument("--flow-capture", default="auto", choices=["auto", "none", "compile", "cuda_graph"],
+                       help="run the flow loop captured, made per batch size at start: cuda_graph (CUDA), compile "
+                            "(torch.compile; tens of seconds per batch size on CPU), none; auto = cuda_graph on CUDA, "
+                            "none on CPU")
+    model.add_argument("--compile-prefix", action="store_true",
+                       help="also torch.compile the prefix pass (pays on CPU for small models)")
+    model.add_argument("--convert-cache", type=Path, default=None,
+                       help="--checkpoint RUN/STEP of openpi JAX training (orbax params/): where its conversion is "
+                            "kept, keyed by the params' content hash (default $POLICY_SERVER_CONVERT_CACHE, else "
+                            "$XDG_CACHE_HOME or ~/.cache, /yam-vla-deploy/converted)")
+    model.add_argument("--no-convert", action="store_true",
+                       help="refuse an openpi JAX checkpoint that is not converted yet (prints the convert command)")
     model.add_argument("--allow-stats-mismatch", action="store_true",
                        help="serve even if --dataset is clearly not normalized by the checkpoint's stats")
     batch = serve.add_argument_group("batching (several clients sharing one server)")
@@ -101,7 +122,86 @@ def build_parser() -> argparse.ArgumentParser:
     draft.add_argument("--asset-id", help="openpi assets/<asset_id> holding norm_stats.json, when several exist")
     draft.add_argument("--out", type=Path, help=f"where to write the draft (default CHECKPOINT/{FILE_NAME})")
     draft.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    convert = sub.add_parser("convert", help="convert an openpi JAX training step (orbax params/ + assets/) into a "
+                                             "servable checkpoint directory, without JAX")
+    convert.add_argument("--openpi-params", type=Path, required=True, metavar="RUN/STEP",
+                         help="the step directory openpi training wrote (holding params/ and assets/)")
+    convert.add_argument("--out", type=Path, required=True, help="output directory (must not exist)")
+    convert.add_argument("--asset-id", help="assets/<asset_id> whose norm_stats.json to carry, when several exist")
+    convert.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                         help="stored dtype; bfloat16 keeps openpi's float32 parts (norms, adaRMS dense, patch and "
+                              "position embeddings, action/time projections) in float32 (default float32)")
+    convert.add_argument("--no-norm-stats", action="store_true",
+                         help="convert even though the step has no assets/<asset_id>/norm_stats.json")
+    convert.add_argument("--tokenizer", type=Path,
+                         help="PaliGemma SentencePiece model to carry (default: one in the step, else openpi's cache "
+                              "$OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model)")
+    convert.add_argument("--action-horizon", type=int, default=50,
+                         help="the training config's action_horizon (not recorded in the weights; default 50)")
+    convert.add_argument("--max-token-len", type=int, default=200,
+                         help="the training config's max_token_len (not recorded in the weights; default 200)")
+    convert.add_argument("--robot-config", metavar="NAME_OR_PATH", default="bimanual_yam",
+                         help="robot config the policy_config.json draft is made for (default bimanual_yam)")
+    convert.add_argument("--dataset", type=Path, help="the training dataset, for the policy_config.json draft")
     return parser
+
+
+def convert_options(args: argparse.Namespace) -> ConvertOptions:
+    return ConvertOptions(dtype=args.dtype, asset_id=args.asset_id, allow_no_norm_stats=args.no_norm_stats,
+                          action_horizon=args.action_horizon, max_token_len=args.max_token_len,
+                          tokenizer=args.tokenizer)
+
+
+def convert(args: argparse.Namespace) -> int:
+    """`convert`: 0 = converted and the policy_config.json draft needs nothing confirmed, 1 = converted with
+    values to confirm (listed), 2 = error (nothing written)."""
+    try:
+        report = convert_openpi_step(args.openpi_params, args.out, convert_options(args))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.text())
+    confirm = len(report.to_confirm)
+    try:
+        robot = load_robot_facts(args.robot_config)
+        draft = draft_policy_config(args.out, robot, dataset=args.dataset, asset_id=report.asset_id)
+        write_draft(draft, args.out / FILE_NAME)
+        print(f"\npolicy_config.json draft for {robot.name}:\n{draft.report()}")
+        confirm += len(draft.to_confirm)
+    except (ValueError, OSError) as exc:
+        print(f"\npolicy_config.json not drafted ({exc}); write it with: python -m policy_server config "
+              f"--checkpoint {args.out} --robot-config NAME_OR_PATH [--dataset TRAINING_DATASET]")
+        confirm += 1
+    print(f"\nwrote {args.out}" + (f" ({confirm} value(s) to confirm)" if confirm else ""))
+    return 1 if confirm else 0
+
+
+def resolve_openpi_checkpoint(args: argparse.Namespace) -> None:
+    """`serve --checkpoint RUN/STEP` of openpi JAX training: serve its conversion (from the cache, or converted
+    into it now), with the step's policy_config.json unless --policy-config names one."""
+    step = args.checkpoint
+    if step is None or not is_orbax_step(step):
+        return
+    if args.policy_config is None:
+        candidates = [step / FILE_NAME, step.parent / FILE_NAME] if step.name == "params" else [step / FILE_NAME]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise PolicyConfigError(
+                f"{step} is an openpi JAX checkpoint without {FILE_NAME}: pass --policy-config FILE, or convert it "
+                f"(python -m policy_server convert --openpi-params {step} --out DIR drafts one) and serve DIR")
+        args.policy_config = found
+    # The chunk length shapes the flow (action tokens attend to each other) and the weights do not record it: the
+    # policy config's, which `convert` drafts from the converted config.json, else openpi's Pi0.5 default.
+    horizon = Pi05PolicyConfig.load(args.policy_config).normalization.action_horizon or ConvertOptions.action_horizon
+    options = ConvertOptions(dtype="bfloat16" if args.dtype == "bfloat16" else "float32", asset_id=args.asset_id,
+                             action_horizon=horizon)
+    directory, report = ensure_converted(step, options, cache_root=args.convert_cache,
+                                         allow_convert=not args.no_convert)
+    if report is None:
+        log.info("openpi JAX checkpoint %s: using its conversion %s", step, directory)
+    else:
+        log.info("openpi JAX checkpoint %s converted:\n%s", step, report.text())
+    args.checkpoint = directory
 
 
 def load_robot_facts(name_or_path: str) -> RobotFacts:
@@ -159,8 +259,15 @@ def policy_request(args: argparse.Namespace) -> PolicyRequest:
         checkpoint=args.checkpoint, dataset=args.dataset, policy_config=args.policy_config,
         tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, asset_id=args.asset_id,
         warmup=not args.no_warmup, allow_stats_mismatch=args.allow_stats_mismatch, horizon=args.horizon,
-        require_images=not args.images_optional,
+        require_images=not args.images_optional, attention=args.attention, flow_capture=args.flow_capture,
+        compile_prefix=args.compile_prefix, warmup_max_batch=_warmup_max_batch(args),
     )
+
+
+def _warmup_max_batch(args: argparse.Namespace) -> int:
+    """The largest batch the server will run: captured flow loops are made for batch sizes up to it at start."""
+    batching = build_batching(args)
+    return batching.max_batch if batching is not None else 1
 
 
 def policy_kind(args: argparse.Namespace) -> str:
@@ -229,6 +336,7 @@ def serve(args: argparse.Namespace) -> int:
     for warning in bind_warnings(config.host, tls=config.tls is not None, token=config.token is not None):
         log.warning("%s", warning)
     try:
+        resolve_openpi_checkpoint(args)
         robot = load_robot_facts(args.robot_config) if args.robot_config else None
         checked = robot is not None and _check_policy_config_names(args, robot)
         policy = build_policy(args)
@@ -304,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "config":
         return draft_config(args)
+    if args.command == "convert":
+        return convert(args)
     return 2
 
 

@@ -31,6 +31,7 @@ from policy_norm.spec import CameraSpec, PolicySpec, PreprocessingSpec
 from policy_server.checkpoint.layouts import inspect_checkpoint
 from policy_server.checkpoint.loader import LoadReport, load_checkpoint
 from policy_server.model.dtype_policy import DtypePolicy
+from policy_server.model.execution import ExecutionConfig, ExecutionConfigError
 from policy_server.model.pi05 import ModelInputs, Pi05Model
 from policy_server.model.rtc import RtcError, RtcGuidance, soft_mask
 from policy_server.pi05_inputs import Pi05InputTransform
@@ -62,6 +63,12 @@ class Pi05ServeOptions:
     asset_id: str | None = None
     warmup: bool = True
     memory_headroom: float = 1.1
+    # Execution (policy_server.model.execution): the attention kernel and the flow-loop capture; with a capture,
+    # warm-up makes the captured loop for every batch size 1..warmup_max_batch, so no request pays for it.
+    attention: str = "sdpa"
+    flow_capture: str = "auto"
+    compile_prefix: bool = False
+    warmup_max_batch: int = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,6 +103,13 @@ class Pi05Policy(Policy):
         directory = options.checkpoint
         self.device = resolve_device(options.device)
         self.dtype_policy = DtypePolicy.parse(options.dtype, self.device)
+        try:
+            self.execution = ExecutionConfig(options.attention, options.flow_capture,
+                                             options.compile_prefix).resolve(self.device)
+        except ExecutionConfigError as exc:
+            raise PolicyConfigError(str(exc)) from None
+        if options.warmup_max_batch < 1:
+            raise PolicyConfigError(f"warmup_max_batch must be >= 1, got {options.warmup_max_batch}")
         info = inspect_checkpoint(directory)
         cfg = info.config
         self.memory: MemoryEstimate = preflight(cfg, self.dtype_policy, self.device, options.memory_headroom)
@@ -119,6 +133,7 @@ class Pi05Policy(Policy):
                                                    model_vocab_size=cfg.vocab_size)
         loaded = load_checkpoint(directory, dtype_policy=self.dtype_policy, device=self.device)
         self.model: Pi05Model = loaded.model
+        self.model.set_execution(self.execution)
         self.load_report: LoadReport = loaded.report
         self.transform = Pi05InputTransform.from_policy_config(cfg, self.config, self.tokenizer, self.pipeline,
                                                                device=self.device, layout=info.layout)
@@ -147,8 +162,10 @@ class Pi05Policy(Policy):
         )
         self.load_seconds = time.perf_counter() - t0
         self.warmup_ms: float | None = self._warmup() if options.warmup else None
-        log.info("Pi0.5 ready in %.1f s on %s (%s): %s; warm-up %s ms\n%s", self.load_seconds, self.device,
-                 self.dtype_policy.value, self.spec.model_id,
+        log.info("Pi0.5 ready in %.1f s on %s (%s, attention %s, flow capture %s%s): %s; warm-up %s ms\n%s",
+                 self.load_seconds, self.device, self.dtype_policy.value, self.execution.attention,
+                 self.execution.flow_capture, ", compiled prefix" if self.execution.compile_prefix else "",
+                 self.spec.model_id,
                  f"{self.warmup_ms:.0f}" if self.warmup_ms is not None else "skipped", self.pipeline.describe())
 
     def identity(self) -> PolicyIdentity:
@@ -302,6 +319,11 @@ class Pi05Policy(Policy):
         )
         t0 = time.perf_counter()
         self.infer(obs, noise_seed=0)
+        if self.execution.flow_capture != "none" or self.execution.compile_prefix:
+            # Captured loops are made per batch size: make the batched ones now, not on a request.
+            inputs = self._prepare(obs).inputs
+            for batch in range(2, self.options.warmup_max_batch + 1):
+                self._sample(self.transform.collate([inputs] * batch), torch.cat([self._noise(0)] * batch), None)
         return (time.perf_counter() - t0) * 1e3
 
     def close(self) -> None:

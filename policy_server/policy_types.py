@@ -32,6 +32,10 @@ class PolicyRequest:
     allow_stats_mismatch: bool = False  # serve even if `dataset` is clearly not normalized by the stats
     horizon: int = 50  # dataset policy: action chunk length
     require_images: bool = True  # dataset policy: refuse observations without the dataset's cameras
+    attention: str = "sdpa"  # pi05: "sdpa" | "eager" (policy_server.model.execution)
+    flow_capture: str = "auto"  # pi05: "auto" | "none" | "compile" | "cuda_graph"
+    compile_prefix: bool = False  # pi05: torch.compile the prefix pass too
+    warmup_max_batch: int = 1  # pi05: captured flow loops are made for batch sizes 1..this at start
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ def _build_pi05(request: PolicyRequest) -> Policy:
     policy = Pi05Policy(Pi05ServeOptions(
         checkpoint=_given(request.checkpoint, "--checkpoint DIR"), policy_config=request.policy_config,
         tokenizer=request.tokenizer, device=request.device, dtype=request.dtype, asset_id=request.asset_id,
-        warmup=request.warmup,
+        warmup=request.warmup, attention=request.attention, flow_capture=request.flow_capture,
+        compile_prefix=request.compile_prefix, warmup_max_batch=request.warmup_max_batch,
     ))
     if request.dataset is not None:
         from policy_server.dataset_check import check_dataset_against_policy

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from policy_server.model.config import Pi05Config
+from policy_server.model.config import GEMMA_VARIANTS, Pi05Config
 from policy_server.model.dtype_policy import DtypePolicy, param_dtype
 from policy_server.model.pi05 import Pi05Model
 
@@ -48,7 +48,7 @@ def estimate_memory(cfg: Pi05Config, policy: DtypePolicy, batch: int = 1) -> Mem
     vision_scores = batch * vision.num_heads * vision.num_patches**2 * 4 * 2
     suffix = batch * cfg.action_horizon * (expert.mlp_dim * 3 + llm.num_heads * (prefix + cfg.action_horizon) * 2) * 4
     transient = max(prefix_scores + prefix_mlp, vision_scores, suffix)
-    overhead = RUNTIME_OVERHEAD_BYTES if cfg.paligemma_variant == "gemma_2b" else 64 * 2**20
+    overhead = RUNTIME_OVERHEAD_BYTES if cfg.llm.width >= GEMMA_VARIANTS["gemma_2b"].width else 64 * 2**20
     return MemoryEstimate(weights_bytes=weights, activation_bytes=kv_cache + transient + overhead)
 
 

@@ -13,7 +13,9 @@ Known differences handled here (each one recorded in the load report, none silen
 - LeRobot renames `action_time_mlp_*` -> `time_mlp_*` and drops `state_proj.*` and the expert's plain-norm
   `.weight` keys (left over from Pi0-style checkpoints).
 Both configs may carry "model_extensions" {vision_variant, max_token_len, vocab_size, image_keys, num_steps}
-for non-standard sizes (our small test and demo models); absent, the full Pi0.5 sizes apply.
+for non-standard sizes (our small test and demo models), and {llm_sizes, expert_sizes, vision_sizes}: explicit
+Gemma/SigLIP sizes for parts that match no named variant (checkpoints converted from openpi's JAX tree, whose
+sizes are read off the arrays); absent, the full Pi0.5 sizes apply.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ LEROBOT_UNUSED_KEYS = frozenset({
     "use_peft", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path", "pretrained_revision",
     "action_feature_names", "use_relative_actions", "relative_exclude_joints",
 })
-EXTENSION_KEYS = frozenset({"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps"})
+EXTENSION_KEYS = frozenset({"vision_variant", "max_token_len", "vocab_size", "image_keys", "num_steps",
+                            "llm_sizes", "expert_sizes", "vision_sizes"})
 log = logging.getLogger(__name__)
 _EXPERT_PLAIN_NORM = re.compile(
     r"^paligemma_with_expert\.gemma_expert\.model\.(layers\.\d+\.(input|post_attention)_layernorm|norm)\.weight$"
@@ -202,7 +205,8 @@ def inspect_checkpoint(directory: Path) -> CheckpointInfo:
     if not weights.is_file():
         found = sorted(p.name for p in directory.glob("*.safetensors"))
         raise CheckpointError(f"{directory}: no {WEIGHTS_FILE} (found {found or 'no .safetensors files'}); "
-                              "PEFT adapters and JAX/orbax checkpoints must be merged/converted first")
+                              "PEFT adapters must be merged first; an openpi JAX step (params/ + assets/) is "
+                              "converted by `python -m policy_server convert --openpi-params STEP --out DIR`")
     config_path = directory / CONFIG_FILE
     raw = _read_json(config_path)
     if "type" in raw:

@@ -244,5 +244,7 @@ def write_streaming(
             tensor = make_tensor(name, dtype, shape).to(dtype).contiguous()
             if tuple(tensor.shape) != tuple(shape):
                 raise SafetensorsError(f"{name}: made {list(tensor.shape)}, declared {list(shape)}")
-            f.write(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            # The array itself, not .tobytes(): a copy would double the memory of the largest tensor.
+            if tensor.numel():
+                f.write(tensor.view(-1).view(torch.uint8).numpy().data)
     return 8 + len(raw) + offset

@@ -8,7 +8,7 @@ and the config.json of each.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from policy_server.checkpoint.layouts import (
     TIED_LM_HEAD,
     WEIGHTS_FILE,
 )
-from policy_server.model.config import DEFAULT_IMAGE_KEYS, PALIGEMMA_VOCAB_SIZE, Pi05Config
+from policy_server.model.config import DEFAULT_IMAGE_KEYS, PALIGEMMA_VOCAB_SIZE, SIZE_FIELDS, Pi05Config
 from policy_server.model.pi05 import Pi05Model
 
 Layout = Literal["openpi", "lerobot"]
@@ -70,6 +70,10 @@ def model_extensions(cfg: Pi05Config) -> dict[str, Any]:
         ext["vocab_size"] = cfg.vocab_size
     if cfg.num_steps != 10:
         ext["num_steps"] = cfg.num_steps
+    for name in SIZE_FIELDS:
+        sizes = getattr(cfg, name)
+        if sizes is not None:
+            ext[name] = asdict(sizes)
     return ext
 
 

@@ -8,8 +8,8 @@ policy's).
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, TypeVar
 
 PALIGEMMA_VOCAB_SIZE = 257152
 # An unknown config key at least this close (difflib ratio) to a known one is taken for its misspelling.
@@ -69,6 +69,39 @@ SIGLIP_VARIANTS: dict[str, SiglipConfig] = {
 
 # Pi0.5 camera slots, in prefix order.
 DEFAULT_IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+# The variant name written for sizes that match no named variant (they travel as explicit sizes instead).
+CUSTOM_VARIANT = "custom"
+_Sizes = TypeVar("_Sizes", GemmaConfig, SiglipConfig)
+# Fields of the explicit-size objects and the dataclass each is built into.
+SIZE_FIELDS: dict[str, type[Any]] = {
+    "llm_sizes": GemmaConfig, "expert_sizes": GemmaConfig, "vision_sizes": SiglipConfig,
+}
+
+
+def sizes_from_dict(kind: type[_Sizes], data: Any, where: str) -> _Sizes:
+    """Build explicit sizes from a JSON object, refusing unknown or missing fields by name."""
+    if isinstance(data, kind):
+        return data
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{where}: expected an object of {kind.__name__} fields, got {type(data).__name__}")
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ModelConfigError(f"{where}: unknown {kind.__name__} fields {unknown}; known: {sorted(names)}")
+    try:
+        sizes = kind(**data)
+    except TypeError as exc:
+        raise ModelConfigError(f"{where}: {exc}") from None
+    for f in fields(kind):
+        value = getattr(sizes, f.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ModelConfigError(f"{where}.{f.name}: expected a positive number, got {value!r}")
+    return sizes
+
+
+def named_variant(table: dict[str, _Sizes], sizes: _Sizes) -> str | None:
+    """The name of the variant with exactly these sizes, if any (so a converted checkpoint keeps a stock name)."""
+    return next((name for name, known in table.items() if known == sizes), None)
 
 
 @dataclass(frozen=True)
@@ -84,13 +117,29 @@ class Pi05Config:
     image_keys: tuple[str, ...] = DEFAULT_IMAGE_KEYS
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
+    # Explicit sizes for a part whose sizes match no named variant (a fine-tune converted from openpi's JAX
+    # tree at any size); when set, they replace the named variant's sizes and the name is only a label.
+    llm_sizes: GemmaConfig | None = None
+    expert_sizes: GemmaConfig | None = None
+    vision_sizes: SiglipConfig | None = None
 
     def __post_init__(self) -> None:
-        for name, table in (("paligemma_variant", GEMMA_VARIANTS), ("action_expert_variant", GEMMA_VARIANTS),
-                            ("vision_variant", SIGLIP_VARIANTS)):
+        for name, table, explicit in (("paligemma_variant", GEMMA_VARIANTS, self.llm_sizes),
+                                      ("action_expert_variant", GEMMA_VARIANTS, self.expert_sizes),
+                                      ("vision_variant", SIGLIP_VARIANTS, self.vision_sizes)):
             value = getattr(self, name)
-            if value not in table:
+            if explicit is None and value not in table:
                 raise ModelConfigError(f"{name} '{value}' is unknown; known: {sorted(table)}")
+        for name, kind in SIZE_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, sizes_from_dict(kind, value, name))
+        vision = self.vision
+        if vision.width % vision.num_heads:
+            raise ModelConfigError(f"vision width {vision.width} is not a multiple of its {vision.num_heads} heads")
+        if vision.image_size % vision.patch_size:
+            raise ModelConfigError(f"vision image_size {vision.image_size} is not a multiple of its patch size "
+                                   f"{vision.patch_size}")
         llm, expert = self.llm, self.expert
         if (llm.num_heads, llm.num_kv_heads, llm.head_dim) != (expert.num_heads, expert.num_kv_heads,
                                                                expert.head_dim):
@@ -113,15 +162,15 @@ class Pi05Config:
 
     @property
     def llm(self) -> GemmaConfig:
-        return GEMMA_VARIANTS[self.paligemma_variant]
+        return self.llm_sizes or GEMMA_VARIANTS[self.paligemma_variant]
 
     @property
     def expert(self) -> GemmaConfig:
-        return GEMMA_VARIANTS[self.action_expert_variant]
+        return self.expert_sizes or GEMMA_VARIANTS[self.action_expert_variant]
 
     @property
     def vision(self) -> SiglipConfig:
-        return SIGLIP_VARIANTS[self.vision_variant]
+        return self.vision_sizes or SIGLIP_VARIANTS[self.vision_variant]
 
     @property
     def prefix_len(self) -> int:
@@ -130,6 +179,9 @@ class Pi05Config:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["image_keys"] = list(self.image_keys)
+        for name in SIZE_FIELDS:
+            if out[name] is None:
+                del out[name]  # named variants only: the same dict as before explicit sizes existed
         return out
 
     @classmethod

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from policy_server.model.config import GemmaConfig
-from policy_server.model.layers import AdaptiveRMSNorm, GatedMLP, RMSNorm, apply_rope, attention, gated_residual
+from policy_server.model.layers import AdaptiveRMSNorm, GatedMLP, RMSNorm, apply_rope, attend, gated_residual
 
 
 class GemmaAttentionProjections(nn.Module):
@@ -78,11 +78,13 @@ def shared_attention_layer(
     sin: Tensor,
     bias: Tensor,
     cached_kv: tuple[Tensor, Tensor] | None = None,
+    backend: str = "eager",
 ) -> tuple[list[Tensor], tuple[Tensor, Tensor]]:
     """Run one layer over all streams with one attention; return new hidden states and this call's (K, V).
 
     cos/sin [B, N_total, head_dim] are the RoPE tables of the streams' tokens, in order; bias [B, 1, N_total, M]
-    with M = cached length + N_total. The returned K/V are RoPE-rotated (what a prefix cache stores).
+    with M = cached length + N_total, as `layers.attention_mask(allowed, backend)` built it for the attention
+    `backend` ("eager" or "sdpa"). The returned K/V are RoPE-rotated (what a prefix cache stores).
     """
     queries, keys, values, gates, lengths = [], [], [], [], []
     for s in streams:
@@ -101,7 +103,7 @@ def shared_attention_layer(
     v = values[0] if len(values) == 1 else _cat(values)
     k_all, v_all = (k, v) if cached_kv is None else (_cat([cached_kv[0], k]), _cat([cached_kv[1], v]))
     scale = streams[0].layer.cfg.head_dim ** -0.5
-    out = attention(q, k_all, v_all, bias, scale)
+    out = attend(q, k_all, v_all, bias, scale, backend)
 
     new_hidden = []
     start = 0

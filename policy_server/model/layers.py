@@ -129,6 +129,48 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, scale: float
     return out.transpose(1, 2).reshape(batch, n, heads * d)
 
 
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """`attention` through torch's fused scaled_dot_product_attention: same shapes, same function.
+
+    Grouped K/V heads are never copied. One KV head (Pi0.5's Gemma) is broadcast as a stride-0 `expand` view:
+    on CUDA `enable_gqa` runs only in the flash kernel, which takes no mask, so a masked call would fall back to
+    the math kernel (which copies K/V per head); the expanded view keeps the memory-efficient kernel. Several KV
+    heads use `enable_gqa`. On CPU both measured the same. mask: bool [B, 1, N, M] (True = may attend) with at
+    least one allowed key per row (see `attention_mask`), or None. The kernels keep the logits and the softmax in
+    float32 for bfloat16 inputs, as the eager path does.
+    """
+    batch, heads, n, d = q.shape
+    kv_heads = k.shape[1]
+    if kv_heads == 1 and heads > 1:
+        k, v = k.expand(batch, heads, *k.shape[2:]), v.expand(batch, heads, *v.shape[2:])
+        kv_heads = heads
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=heads != kv_heads)
+    return out.transpose(1, 2).reshape(batch, n, heads * d)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, backend: str) -> Tensor:
+    """Attention with the named backend ("sdpa" or "eager"); `mask` as `attention_mask(..., backend)` built it."""
+    if backend == "sdpa":
+        return sdpa_attention(q, k, v, mask, scale)
+    if backend == "eager":
+        return attention(q, k, v, mask, scale)
+    raise ValueError(f"attention backend must be 'sdpa' or 'eager', got '{backend}'")
+
+
+def attention_mask(allowed: Tensor, backend: str) -> Tensor:
+    """Boolean [B, N, M] "may attend" -> what `attend` takes for `backend`.
+
+    eager: the additive float32 bias (`attention_bias`). sdpa: bool [B, 1, N, M], where a query row with no
+    allowed key (a padding token) may attend to every key instead: a fused kernel returns NaN (or zeros,
+    depending on the kernel) for a fully masked row, and a NaN there would reach valid tokens through the next
+    layer's keys/values (0 * NaN). The eager path averages such a row's values; both results belong to padding
+    that no valid token attends to, so the model's outputs are the same.
+    """
+    if backend == "eager":
+        return attention_bias(allowed)
+    return (allowed | ~allowed.any(dim=-1, keepdim=True))[:, None]
+
+
 def attention_bias(allowed: Tensor) -> Tensor:
     """Boolean [B, N, M] "may attend" -> additive float32 bias [B, 1, N, M] (0 or MASKED_LOGIT)."""
     zero = torch.zeros((), dtype=torch.float32, device=allowed.device)

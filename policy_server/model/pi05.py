@@ -12,6 +12,7 @@ language_model.layers.N...`), so both openpi and LeRobot checkpoints load by nam
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +21,12 @@ from torch import Tensor, nn
 
 from policy_server.model.config import Pi05Config
 from policy_server.model.dtype_policy import DtypePolicy, assert_dtype_policy
+from policy_server.model.execution import ExecutionConfig
+from policy_server.model.flow_capture import CapturedFlow
 from policy_server.model.gemma import GemmaModel, Stream, shared_attention_layer
-from policy_server.model.layers import attention_bias, block_attention_mask, rope_cos_sin, sinusoidal_time_embedding
+from policy_server.model.layers import attention_mask, block_attention_mask, rope_cos_sin, sinusoidal_time_embedding
 from policy_server.model.rtc import RtcGuidance, guidance_weight
-from policy_server.model.siglip import MultiModalProjector, SiglipVisionModel, image_features
+from policy_server.model.siglip import MultiModalProjector, SiglipAttention, SiglipVisionModel, image_features
 
 
 class ModelInputError(ValueError):
@@ -95,6 +98,16 @@ class PrefixCache:
     pad: Tensor
 
 
+@dataclass
+class SuffixContext:
+    """What every flow step shares (it depends on the prefix and the chunk's shape, not on x_t or t): the
+    suffix tokens' RoPE tables [B, H, head_dim] and the attention mask over prefix + suffix."""
+
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor
+
+
 class PaliGemmaInner(nn.Module):
     """The `paligemma.model.` level of the key path: vision tower, projector, language model."""
 
@@ -152,6 +165,36 @@ class Pi05Model(nn.Module):
         self.time_mlp_out = nn.Linear(width, width)
         # A fresh model is all float32; loading or apply_dtype_policy() changes this, nothing else may.
         self._dtype_policy = DtypePolicy.FLOAT32
+        self.execution = ExecutionConfig()
+        self._captured_flow: CapturedFlow | None = None
+        self._captured_flows: dict[ExecutionConfig, CapturedFlow] = {}
+        self._compiled_prefix: Callable[[ModelInputs], PrefixCache] | None = None
+        self.set_execution(self.execution)
+
+    def set_execution(self, execution: ExecutionConfig) -> None:
+        """Choose the attention kernel and the flow-loop capture (`execution.py`).
+
+        Captured loops are kept per config, so switching back to one reuses what it compiled or recorded. A
+        recorded CUDA graph reads the weights where they were when it was recorded: after replacing or moving the
+        weights, call `reset_captures()`."""
+        self.execution = execution
+        for module in self.modules():
+            if isinstance(module, SiglipAttention):
+                module.backend = execution.attention
+        if execution.flow_capture == "none":
+            self._captured_flow = None
+        else:
+            self._captured_flow = self._captured_flows.setdefault(execution, CapturedFlow(self, execution))
+
+    def reset_captures(self) -> None:
+        """Forget every compiled / recorded flow loop and the compiled prefix (made again on next use)."""
+        self._captured_flows.clear()
+        self._compiled_prefix = None
+        self.set_execution(self.execution)
+
+    @property
+    def attention_backend(self) -> str:
+        return self.execution.attention
 
     # -- prefix ---------------------------------------------------------------------------------------------
     def embed_prefix(self, inputs: ModelInputs) -> tuple[Tensor, Tensor]:
@@ -176,13 +219,24 @@ class Pi05Model(nn.Module):
         llm = self.paligemma_with_expert.llm
         positions = torch.cumsum(pad.long(), dim=1) - 1
         cos, sin = rope_cos_sin(positions, llm.cfg.head_dim, llm.cfg.rope_max_wavelength, embs.dtype)
-        bias = attention_bias(block_attention_mask(pad, torch.zeros_like(pad, dtype=torch.long)))
+        backend = self.attention_backend
+        mask = attention_mask(block_attention_mask(pad, torch.zeros_like(pad, dtype=torch.long)), backend)
         hidden = embs
         kv = []
         for layer in llm.layers:
-            (hidden,), layer_kv = shared_attention_layer([Stream(layer, hidden)], cos, sin, bias)  # type: ignore[arg-type]
+            (hidden,), layer_kv = shared_attention_layer([Stream(layer, hidden)], cos, sin, mask,  # type: ignore[arg-type]
+                                                         backend=backend)
             kv.append(layer_kv)
         return PrefixCache(kv=kv, pad=pad)
+
+    def prefix_cache(self, inputs: ModelInputs) -> PrefixCache:
+        """`build_prefix_cache`, through torch.compile when the ExecutionConfig says `compile_prefix` (for
+        sampling: call it under torch.inference_mode(); gradients go through `build_prefix_cache`)."""
+        if not self.execution.compile_prefix:
+            return self.build_prefix_cache(inputs)
+        if self._compiled_prefix is None:
+            self._compiled_prefix = torch.compile(self.build_prefix_cache, dynamic=False, fullgraph=True)
+        return self._compiled_prefix(inputs)
 
     # -- suffix ---------------------------------------------------------------------------------------------
     def time_condition(self, t: Tensor) -> Tensor:
@@ -195,26 +249,37 @@ class Pi05Model(nn.Module):
         out: Tensor = self.action_out_proj(normed.to(torch.float32))
         return out
 
-    def velocity(self, cache: PrefixCache, x_t: Tensor, t: Tensor) -> Tensor:
-        """v_theta(x_t, t) [B, H, A] from the cached prefix (expert only)."""
+    def suffix_context(self, cache: PrefixCache, batch: int) -> SuffixContext:
+        """The RoPE tables and mask of the H action tokens after the cached prefix (the same for every step)."""
         expert = self.paligemma_with_expert.expert
-        b, h = x_t.shape[0], x_t.shape[1]
-        cond = self.time_condition(t)
-        hidden = self.action_in_proj(x_t).to(expert.compute_dtype)
-        suffix_pad = torch.ones(b, h, dtype=torch.bool, device=x_t.device)
+        b, h, device = batch, self.cfg.action_horizon, cache.pad.device
+        suffix_pad = torch.ones(b, h, dtype=torch.bool, device=device)
         prefix_len = cache.pad.shape[1]
         offsets = cache.pad.long().sum(dim=1, keepdim=True)
         positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
-        cos, sin = rope_cos_sin(positions, expert.cfg.head_dim, expert.cfg.rope_max_wavelength, hidden.dtype)
-        ar = torch.zeros(b, h, dtype=torch.long, device=x_t.device)
+        cos, sin = rope_cos_sin(positions, expert.cfg.head_dim, expert.cfg.rope_max_wavelength, expert.compute_dtype)
+        ar = torch.zeros(b, h, dtype=torch.long, device=device)
         ar[:, 0] = 1
         allowed = torch.cat([cache.pad[:, None, :].expand(b, h, prefix_len), block_attention_mask(suffix_pad, ar)],
                             dim=2)
-        bias = attention_bias(allowed)
-        for layer, layer_kv in zip(expert.layers, cache.kv, strict=True):
-            (hidden,), _ = shared_attention_layer([Stream(layer, hidden, cond)], cos, sin, bias,  # type: ignore[arg-type]
-                                                  cached_kv=layer_kv)
+        return SuffixContext(cos=cos, sin=sin, mask=attention_mask(allowed, self.attention_backend))
+
+    def expert_velocity(self, kv: list[tuple[Tensor, Tensor]], ctx: SuffixContext, x_t: Tensor, t: Tensor) -> Tensor:
+        """v_theta(x_t, t) [B, H, A] from the prefix keys/values and the step-independent suffix context."""
+        expert = self.paligemma_with_expert.expert
+        cond = self.time_condition(t)
+        hidden = self.action_in_proj(x_t).to(expert.compute_dtype)
+        backend = self.attention_backend
+        for layer, layer_kv in zip(expert.layers, kv, strict=True):
+            (hidden,), _ = shared_attention_layer([Stream(layer, hidden, cond)], ctx.cos, ctx.sin,  # type: ignore[arg-type]
+                                                  ctx.mask, cached_kv=layer_kv, backend=backend)
         return self._suffix_out(hidden, cond)
+
+    def velocity(self, cache: PrefixCache, x_t: Tensor, t: Tensor) -> Tensor:
+        """v_theta(x_t, t) [B, H, A] from the cached prefix (expert only)."""
+        if x_t.shape[1] != self.cfg.action_horizon:
+            raise ModelInputError(f"x_t: expected {self.cfg.action_horizon} action steps, got {list(x_t.shape)}")
+        return self.expert_velocity(cache.kv, self.suffix_context(cache, x_t.shape[0]), x_t, t)
 
     def velocity_uncached(self, inputs: ModelInputs, x_t: Tensor, t: Tensor) -> Tensor:
         """v_theta(x_t, t) with prefix and suffix run jointly through both stacks (no cache)."""
@@ -228,10 +293,12 @@ class Pi05Model(nn.Module):
         ar[:, prefix.shape[1]] = 1
         positions = torch.cumsum(pad.long(), dim=1) - 1
         cos, sin = rope_cos_sin(positions, pw.llm.cfg.head_dim, pw.llm.cfg.rope_max_wavelength, prefix.dtype)
-        bias = attention_bias(block_attention_mask(pad, ar))
+        backend = self.attention_backend
+        mask = attention_mask(block_attention_mask(pad, ar), backend)
         for llm_layer, expert_layer in zip(pw.llm.layers, pw.expert.layers, strict=True):
             (prefix, suffix), _ = shared_attention_layer(
-                [Stream(llm_layer, prefix), Stream(expert_layer, suffix, cond)], cos, sin, bias  # type: ignore[arg-type]
+                [Stream(llm_layer, prefix), Stream(expert_layer, suffix, cond)], cos, sin, mask,  # type: ignore[arg-type]
+                backend=backend,
             )
         return self._suffix_out(suffix, cond)
 
@@ -303,6 +370,8 @@ class Pi05Model(nn.Module):
 
         Time follows openpi exactly (float32 t and dt, `while t >= -dt / 2`), so the evaluated times are
         1.0, 0.9, ..., 0.1 with float32 rounding. With `rtc`, each step adds the guidance term (one VJP).
+        With a flow capture set (`set_execution`), the unguided cached loop runs compiled or as a CUDA graph
+        (`flow_capture.py`); guided and uncached sampling always run the plain loop (`_plain_flow`).
         """
         cfg = self.cfg
         assert_dtype_policy(self)
@@ -321,32 +390,85 @@ class Pi05Model(nn.Module):
         # Guidance needs autograd through the expert, so the prefix must not be an inference tensor.
         context = torch.no_grad() if guided else torch.inference_mode()
         with context:
-            cache = self.build_prefix_cache(inputs) if use_cache else None
-            dt = torch.tensor(-1.0 / steps, dtype=torch.float32, device=device)
-            time = torch.tensor(1.0, dtype=torch.float32, device=device)
-            x_t = noise
-            step = 0
-            while time >= -dt / 2:
-                t_batch = time.expand(b)
-
-                def v_fn(x: Tensor, t_batch: Tensor = t_batch) -> Tensor:
-                    return self.velocity(cache, x, t_batch) if cache is not None else \
-                        self.velocity_uncached(inputs, x, t_batch)
-
-                if guided:
-                    assert rtc is not None
-                    v_t, grad = _guided_velocity(v_fn, x_t, time, rtc)
-                    w = guidance_weight(float(time), rtc.max_guidance)
-                    x_t = x_t + dt * (v_t - w * grad)
-                else:
-                    v_t = v_fn(x_t)
-                    x_t = x_t + dt * v_t
-                if not bool(torch.isfinite(x_t).all()):
-                    raise ModelOutputError(f"non-finite actions after flow step {step} (t = {float(time):.3f}); "
-                                           "check the weights' dtype and the inputs")
-                time = time + dt
-                step += 1
+            cache = None if not use_cache else self.build_prefix_cache(inputs) if guided else self.prefix_cache(inputs)
+            if cache is not None and not guided:
+                x_t = self.denoise(cache, noise, steps)
+            else:
+                x_t = self._plain_flow(inputs, cache, noise, steps, rtc if guided else None)
         return x_t.clone() if x_t.is_inference() else x_t.detach()
+
+    def denoise(self, cache: PrefixCache, noise: Tensor, steps: int) -> Tensor:
+        """The unguided flow from `noise` over the cached prefix, captured when the ExecutionConfig says so.
+
+        The second half of `sample_actions` (which validates and sets the grad mode); public so benchmarks can
+        time the prefix pass and the flow loop apart. Call it under torch.inference_mode()."""
+        if self._captured_flow is None:
+            return self._plain_flow(None, cache, noise, steps, None)
+        times = flow_times(steps, noise.device)
+        x_t, finite = self._captured_flow.run(cache, noise, times)
+        _raise_on_non_finite(finite, times)
+        return x_t
+
+    def _plain_flow(self, inputs: ModelInputs | None, cache: PrefixCache | None, noise: Tensor, steps: int,
+                    rtc: RtcGuidance | None) -> Tensor:
+        """The reference Euler loop: one `velocity` call per step, each step checked for non-finite values."""
+        device, b = noise.device, noise.shape[0]
+        dt = torch.tensor(-1.0 / steps, dtype=torch.float32, device=device)
+        time = torch.tensor(1.0, dtype=torch.float32, device=device)
+        x_t = noise
+        step = 0
+        while time >= -dt / 2:
+            t_batch = time.expand(b)
+
+            def v_fn(x: Tensor, t_batch: Tensor = t_batch) -> Tensor:
+                if cache is not None:
+                    return self.velocity(cache, x, t_batch)
+                assert inputs is not None, "the uncached flow needs the inputs"
+                return self.velocity_uncached(inputs, x, t_batch)
+
+            if rtc is not None:
+                v_t, grad = _guided_velocity(v_fn, x_t, time, rtc)
+                w = guidance_weight(float(time), rtc.max_guidance)
+                x_t = x_t + dt * (v_t - w * grad)
+            else:
+                v_t = v_fn(x_t)
+                x_t = x_t + dt * v_t
+            if not bool(torch.isfinite(x_t).all()):
+                raise ModelOutputError(_non_finite_message(step, float(time)))
+            time = time + dt
+            step += 1
+        return x_t
+
+    def flow_step(self, kv: list[tuple[Tensor, Tensor]], ctx: SuffixContext, x_t: Tensor, t: Tensor,
+                  dt: Tensor) -> tuple[Tensor, Tensor]:
+        """One unguided Euler step with static shapes and no host sync: (x_t + dt * v(x_t, t), all finite?).
+
+        The unit the captured loops are made of (`flow_capture.py`): t is a 0-dim float32 tensor, the finite
+        flag a 0-dim bool tensor checked once after the loop instead of after every step."""
+        x_next = x_t + dt * self.expert_velocity(kv, ctx, x_t, t.expand(x_t.shape[0]))
+        return x_next, torch.isfinite(x_next).all()
+
+
+def _non_finite_message(step: int, time: float) -> str:
+    return f"non-finite actions after flow step {step} (t = {time:.3f}); check the weights' dtype and the inputs"
+
+
+def _raise_on_non_finite(finite: Tensor, times: Tensor) -> None:
+    """finite: bool [steps] from a captured loop; raise ModelOutputError naming the first bad step."""
+    if not bool(finite.all()):
+        step = int(torch.nonzero(~finite)[0])
+        raise ModelOutputError(_non_finite_message(step, float(times[step])))
+
+
+def flow_times(steps: int, device: torch.device) -> Tensor:
+    """The float32 times the Euler loop evaluates, [steps], by the loop's own recurrence (t += dt, float32)."""
+    dt = torch.tensor(-1.0 / steps, dtype=torch.float32)
+    time = torch.tensor(1.0, dtype=torch.float32)
+    times = []
+    while time >= -dt / 2:
+        times.append(time)
+        time = time + dt
+    return torch.stack(times).to(device)
 
 
 def _guided_velocity(v_fn, x_t: Tensor, time: Tensor, rtc: RtcGuidance) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]

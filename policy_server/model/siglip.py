@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from policy_server.model.config import SiglipConfig
-from policy_server.model.layers import attention, gelu_tanh
+from policy_server.model.layers import attend, gelu_tanh
 
 
 class SiglipAttention(nn.Module):
@@ -23,6 +23,7 @@ class SiglipAttention(nn.Module):
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.width // cfg.num_heads
         self.scale = self.head_dim**-0.5
+        self.backend = "eager"  # set for the whole model by Pi05Model.set_execution
         self.q_proj = nn.Linear(cfg.width, cfg.width)
         self.k_proj = nn.Linear(cfg.width, cfg.width)
         self.v_proj = nn.Linear(cfg.width, cfg.width)
@@ -34,7 +35,8 @@ class SiglipAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:
             return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-        out = attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), None, self.scale)
+        out = attend(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), None, self.scale,
+                     self.backend)
         projected: Tensor = self.out_proj(out)
         return projected
 
