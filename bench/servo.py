@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -90,6 +90,9 @@ def smoothness(seconds: float) -> None:
 
 HOME = {"left_joint2": 1.0, "left_joint3": 1.0, "right_joint2": 1.0, "right_joint3": 1.0}
 GROUPS = {"left": "239.74.163.11", "right": "239.74.163.12"}
+# The sim robot's joints as position servos: a tick's physics then costs about what a real arm's driver call
+# does (the MIT law's substeps with inverse dynamics cost 1.4 ms a tick in the MuJoCo sim).
+SIM_ACTUATION: Literal["position", "mit"] = "position"
 
 
 def udp_config(tmp: Path) -> Path:
@@ -124,6 +127,37 @@ def emulate(config_path: str) -> None:
     stop.wait()
     for emu in emulators:
         emu.stop()
+
+
+def floor(seconds: float, period: float) -> None:
+    """(Child process) the same wall-clock wait as the servo loop's, at SCHED_FIFO, with no work at all: what the
+    machine itself allows (a VM's vCPU may be descheduled by its host, which no priority inside it prevents).
+    Prints the periods as JSON."""
+    import json
+
+    from robot_client.control_loop import WallClock
+    from robot_client.servo_process import ask_for_realtime
+
+    ask_for_realtime(80, None)
+    clock = WallClock()
+    nxt = time.monotonic()
+    end = nxt + seconds
+    starts = []
+    while nxt < end:
+        clock.sleep_until(nxt)
+        starts.append(time.monotonic())
+        nxt += period
+    print(json.dumps(np.diff(starts).tolist()))
+
+
+def timing_floor(seconds: float, period: float) -> tuple[list[float], int, str]:
+    import json
+
+    out = subprocess.run([sys.executable, __file__, "_floor", str(seconds), str(period)], capture_output=True,
+                         text=True, check=True)
+    periods = json.loads(out.stdout)
+    late = int(sum(p > 1.5 * period for p in periods))
+    return periods, late, "no loop: a bare SCHED_FIFO timer (this machine's floor)"
 
 
 class Load:
@@ -194,7 +228,7 @@ def timing_servo_process(config_path: str, backend: str, seconds: float,
     from robot_client.servo_shm import Plan
 
     spec = ServoProcessConfig(robot_config=config_path, backend=backend, rt_priority=rt_priority,
-                              initial_positions=HOME)
+                              initial_positions=HOME, sim_actuation=SIM_ACTUATION)
     with ServoProcess(spec) as proc:
         start = proc.state().positions.copy()
         t0 = time.monotonic()
@@ -231,9 +265,12 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
             config_path = "bimanual_yam"
         try:
             for mode in modes:
+                time.sleep(1.0)  # the emulated motors answer what the previous row's driver sent last, then rest
                 load = Load(burners, busy_thread)
                 try:
-                    if mode == "in-process":
+                    if mode == "floor":
+                        periods, overruns, where = timing_floor(seconds, nominal)
+                    elif mode == "in-process":
                         robot, run_config = make_robot(robot_kind, config_path)
                         periods, overruns, where = timing_in_process(robot, run_config, seconds)
                     else:
@@ -244,6 +281,9 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
                     load.stop()
                 p = np.asarray(periods)
                 err = np.abs(p - nominal)
+                late = np.flatnonzero(p > 1.5 * nominal)
+                if len(late):
+                    print(f"  (late ticks at {[round(float(i) / len(p) * seconds, 2) for i in late[:10]]} s)")
                 met = np.percentile(err, 99) <= 1e-3 and overruns == 0
                 print(f"| {where} | {len(p)} | {np.percentile(p, 50) * 1e3:.3f} / {np.percentile(p, 99) * 1e3:.3f} | "
                       f"{np.percentile(err, 99) * 1e3:.3f} / {err.max() * 1e3:.3f} | {overruns} | "
@@ -262,7 +302,7 @@ def make_robot(kind: str, config_path: str) -> tuple[Any, Any]:
     if kind == "sim":
         from robot_client.sim.robot import SimConfig, SimRobot
 
-        return SimRobot(config, SimConfig(actuation="mit")), config
+        return SimRobot(config, SimConfig(actuation=SIM_ACTUATION)), config
     if kind == "emulator":
         from robot_client.yam.driver import YamRobot
 
@@ -278,18 +318,24 @@ def main() -> int:
     p.add_argument("--robot", default="emulator", choices=["sim", "emulator"])
     p.add_argument("--burners", type=int, default=2, help="CPU-burning processes beside the servo")
     p.add_argument("--no-busy-thread", action="store_true", help="no busy thread in the deploy process")
-    p.add_argument("--modes", default="in-process,process,process-rt",
+    p.add_argument("--modes", default="in-process,process,process-rt,floor",
                    help="comma-separated rows: in-process (baseline), process (own process, normal priority), "
-                        "process-rt (own process, SCHED_FIFO)")
+                        "process-rt (own process, SCHED_FIFO), floor (a bare SCHED_FIFO timer loop: what the "
+                        "machine allows)")
     p = sub.add_parser("smoothness")
     p.add_argument("--seconds", type=float, default=20.0)
     p = sub.add_parser("_emulate")
     p.add_argument("config")
+    p = sub.add_parser("_floor")
+    p.add_argument("seconds", type=float)
+    p.add_argument("period", type=float)
     args = parser.parse_args()
     if args.command == "timing":
         timing(args.seconds, args.robot, args.burners, not args.no_busy_thread, args.modes.split(","))
     elif args.command == "_emulate":
         emulate(args.config)
+    elif args.command == "_floor":
+        floor(args.seconds, args.period)
     else:
         smoothness(args.seconds)
     return 0

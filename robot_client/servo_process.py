@@ -34,6 +34,7 @@ from typing import IO, Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from robot_client.backends import SIM_ACTUATIONS
 from robot_client.config import RobotConfig, load_robot_config
 from robot_client.control_loop import ServoLoop, WallClock
 from robot_client.robot import JointState, Robot
@@ -79,12 +80,16 @@ class ServoProcessConfig:
     switch_interval_s: float = 0.0005  # sys.setswitchinterval in the servo process (see `serve`)
     dry_run: bool = False  # everything computed and reported, nothing sent to the motors (they hold)
     calibration: str | None = None  # rig calibration file replacing the config's (`run --calibration`)
+    # sim backend: how the joints are driven (robot_client.backends.SIM_ACTUATIONS).
+    sim_actuation: str = "mit"
     # sim and emulator backends: initial joint positions by joint name (the rest 0).
     initial_positions: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ServoProcessError(f"servo process backend {self.backend!r} unknown; known {list(BACKENDS)}")
+        if self.sim_actuation not in SIM_ACTUATIONS:
+            raise ServoProcessError(f"sim_actuation {self.sim_actuation!r} unknown; known {list(SIM_ACTUATIONS)}")
         if not 0 <= self.rt_priority <= 99:
             raise ServoProcessError(f"rt_priority must lie in [0, 99], got {self.rt_priority}")
         for name in ("deadline_s", "parent_timeout_s", "startup_timeout_s"):
@@ -104,10 +109,11 @@ class ServoProcessConfig:
 def build_robot(spec: ServoProcessConfig, config: RobotConfig) -> tuple[Robot, RobotConfig, list[Any]]:
     """(robot, the config it runs with, things to stop after it) for the spec's backend."""
     if spec.backend == "sim":
-        from robot_client.sim.robot import SimConfig, SimRobot
+        from robot_client.sim.robot import Actuation, SimConfig, SimRobot
 
         start = tuple(spec.initial_positions.get(n, 0.0) for n in config.joint_names)
-        return SimRobot(config, SimConfig(actuation="mit", initial_positions=start)), config, []
+        actuation: Actuation = "position" if spec.sim_actuation == "position" else "mit"
+        return SimRobot(config, SimConfig(actuation=actuation, initial_positions=start)), config, []
     from robot_client.yam.driver import YamRobot
 
     if spec.backend == "yam":
