@@ -37,7 +37,7 @@ def test_every_launcher_has_help(script: str) -> None:
     ("serve.sh", ["--bogus"], "unknown option '--bogus'"),
     ("client.sh", [], "give --server HOST:PORT"),
     ("client.sh", ["--server", "nohostport"], "--server must be HOST:PORT"),
-    ("client.sh", ["--server", "h:1", "--robot", "arm"], "--robot must be sim or yam"),
+    ("client.sh", ["--server", "h:1", "--robot", "arm"], "--robot must be sim, yam or yam-process"),
     ("replay.sh", [], "give --dataset PATH"),
     ("replay.sh", ["--dataset", "/no/such/data"], "dataset '/no/such/data' does not exist"),
 ])

@@ -31,12 +31,14 @@ def _register(monkeypatch: pytest.MonkeyPatch, name: str, *, real: bool) -> Robo
 
 
 def test_builtin_backends_and_their_facts() -> None:
-    assert backend_names() == ("sim", "yam")
-    sim, yam = get_backend("sim"), get_backend("yam")
+    assert backend_names() == ("sim", "yam", "yam-process")
+    sim, yam, process = get_backend("sim"), get_backend("yam"), get_backend("yam-process")
     assert not sim.moves_real_hardware and sim.simulated and sim.default_cameras(CONFIG) == SIM_CAMERAS
-    assert yam.moves_real_hardware and not yam.simulated
-    assert yam.default_cameras(CONFIG) == tuple(c.name for c in CONFIG.cameras)
-    with pytest.raises(UnknownBackendError, match=r"unknown robot backend 'mars'; known: \['sim', 'yam'\]"):
+    for real in (yam, process):
+        assert real.moves_real_hardware and not real.simulated
+        assert real.default_cameras(CONFIG) == tuple(c.name for c in CONFIG.cameras)
+    with pytest.raises(UnknownBackendError,
+                       match=r"unknown robot backend 'mars'; known: \['sim', 'yam', 'yam-process'\]"):
         get_backend("mars")
     with pytest.raises(ValueError, match="'sim' is already registered"):
         backends.register_backend(sim)
@@ -48,7 +50,7 @@ def test_every_command_offers_the_registered_backends(monkeypatch: pytest.Monkey
         parser = argparse.ArgumentParser()
         add(parser)
         (robot,) = [a for a in parser._actions if a.dest == "robot"]
-        assert tuple(robot.choices or ()) == ("sim", "yam", "bench_arm")
+        assert tuple(robot.choices or ()) == ("sim", "yam", "yam-process", "bench_arm")
 
 
 def test_a_real_hardware_backend_needs_the_confirmation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
