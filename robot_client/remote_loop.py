@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import numpy.typing as npt
 
 from robot_client.chunking import ChunkScheduler
 from robot_client.config import RobotConfig
 from robot_client.control_loop import Clock, LoopEvents, LoopTiming, TickRecord
 from robot_client.robot import (
+    F64,
     FaultRecord,
     JointState,
     Robot,
@@ -39,7 +39,6 @@ from robot_client.servo_process import ServoProcess, ServoProcessError
 from robot_client.servo_shm import Plan, TickRow
 
 log = logging.getLogger(__name__)
-F64 = npt.NDArray[np.float64]
 SERVO_PROCESS_JOINT = "servo_process"
 
 

@@ -160,7 +160,7 @@ class PlanFollower:
         self.plan: Plan | None = None
         self.parent_quiet = False
         self._scale = 1.0
-        self._heartbeat = time.monotonic()
+        self._velocity: F64 | None = None  # the plan's velocity at the tick `target` was asked for
 
     def refresh(self, now: float) -> None:
         try:
@@ -179,10 +179,13 @@ class PlanFollower:
             self._scale = scale
 
     def target(self, t: float) -> F64 | None:
+        """The plan at `t` (the loop asks once per tick, first); its velocity is kept for `velocity(t)`."""
         self.refresh(t)
+        self._velocity = None
         if self.mode != MODE_TRACK or self.parent_quiet or self.plan is None:
             return None
-        return self.plan.at(t)[0]
+        position, self._velocity = self.plan.at(t)
+        return position
 
     def exhausted_since(self, t: float) -> float:
         if self.plan is None:
@@ -190,7 +193,7 @@ class PlanFollower:
         return max(0.0, t - self.plan.end)
 
     def velocity(self, t: float) -> F64 | None:
-        return None if self.plan is None else self.plan.at(t)[1]
+        return self._velocity
 
 
 def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
@@ -211,7 +214,7 @@ def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
             loop = ServoLoop(robot, servo, WallClock(), deadline_s=spec.deadline_s, dry_run=spec.dry_run)
             follower = PlanFollower(block, spec, loop)
             state = loop.start()
-            _publish_state(block, state, loop)
+            _publish_state(block, state)
             gc.collect()
             gc.freeze()  # what setup allocated is never scanned again: shorter collections inside ticks
             block.write_status(ready=1.0, rt=rt, pid=float(os.getpid()))
@@ -238,7 +241,7 @@ def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
             extra.stop()
 
 
-def _publish_state(block: ServoShm, state: JointState, loop: ServoLoop) -> None:
+def _publish_state(block: ServoShm, state: JointState) -> None:
     block.write_state(state.positions, state.velocities, state.efforts, time=time.monotonic(), ticks=0.0,
                       overruns=0.0, holding=1.0)
 

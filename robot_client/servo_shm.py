@@ -146,6 +146,9 @@ class ServoShm:
             dtype = np.uint64 if name.endswith("_seq") or name == "ring_count" else np.float64
             views[name] = np.ndarray(shape, dtype=dtype, buffer=buf, offset=offset)
         self._v = views
+        # The servo side's last control snapshot and the sequence count it was read at (see `control`).
+        self._control: tuple[float, float, float, Plan | None] | None = None
+        self._control_seq = -1
         self._fault_bytes = np.ndarray((FAULT_BYTES,), dtype=np.uint8, buffer=buf,
                                        offset=layout.sections()["fault"][0])
 
@@ -194,8 +197,11 @@ class ServoShm:
             if plan.positions.shape != (n, self.layout.dof) or plan.velocities.shape != (n, self.layout.dof):
                 raise ServoShmError(f"plan positions/velocities must be [{n}, {self.layout.dof}], got "
                                     f"{plan.positions.shape} / {plan.velocities.shape}")
-            if not (np.isfinite(plan.positions).all() and np.isfinite(plan.velocities).all()):
-                raise ServoShmError("plan holds non-finite values")
+            for label, values in (("positions", plan.positions), ("velocities", plan.velocities)):
+                bad = np.argwhere(~np.isfinite(values))
+                if len(bad):
+                    raise ServoShmError(f"plan.{label}[{bad[0][0]}, {bad[0][1]}] is {values[tuple(bad[0])]}: "
+                                        f"every plan value must be finite")
             if not (np.isfinite(plan.dt) and plan.dt > 0 and np.isfinite(plan.t0)):
                 raise ServoShmError(f"plan t0/dt must be finite with dt > 0, got {plan.t0} / {plan.dt}")
         seq[0] += np.uint64(1)
@@ -247,7 +253,14 @@ class ServoShm:
     # -- servo side ------------------------------------------------------------------------------------------
     def control(self) -> tuple[float, float, float, Plan | None]:
         """(heartbeat, mode, velocity scale, plan or None) as one consistent snapshot. Raises ServoShmError when
-        the parent is mid-write for over 2 ms; the servo then keeps its previous snapshot for this tick."""
+        the parent is mid-write for over 2 ms; the servo then keeps its previous snapshot for this tick.
+
+        Called every servo tick while the parent publishes at the policy's pace: an unchanged sequence counter
+        means an unchanged block, so the last snapshot is returned without copying the plan again."""
+        seq = int(self._v["control_seq"][0])
+        if self._control is not None and seq == self._control_seq:
+            return self._control
+
         def copy() -> tuple[F64, F64, F64]:
             c = self._v["control"].copy()
             n = int(c[_C_LEN])
@@ -255,7 +268,9 @@ class ServoShm:
 
         c, pos, vel = self._read("control_seq", copy, timeout_s=0.002)
         plan = Plan(float(c[_C_T0]), float(c[_C_DT]), pos, vel) if len(pos) else None
-        return float(c[_C_HEARTBEAT]), float(c[_C_MODE]), float(c[_C_SCALE]), plan
+        self._control = (float(c[_C_HEARTBEAT]), float(c[_C_MODE]), float(c[_C_SCALE]), plan)
+        self._control_seq = seq
+        return self._control
 
     def write_status(self, **words: float) -> None:
         index = {"ready": _S_READY, "exited": _S_EXITED, "time": _S_TIME, "ticks": _S_TICKS,

@@ -119,6 +119,19 @@ def test_ensemble_weights_oldest_most() -> None:
     np.testing.assert_allclose(scheduler.target_at(0.2), [w_new / (w_old + w_new)])
 
 
+def test_every_scheduler_answers_future_instants_without_forgetting_the_present() -> None:
+    """A servo process's plan samples the next 0.5 s of targets: asking about a later instant must not change the
+    answer for an earlier one (the ensemble once pruned every chunk that ended before the instant asked)."""
+    for mode in ("sync", "async", "ensemble", "rtc"):
+        scheduler = make_scheduler(ChunkingConfig(mode=mode, fps=10.0, ensemble_decay=0.5), 1)
+        scheduler.on_chunk(Chunk(np.zeros((10, 1)), 0.0, 0.0, 0.0), now=0.0)
+        scheduler.on_chunk(Chunk(np.ones((10, 1)), 0.1, 0.1, 0.1), now=0.1)
+        before = scheduler.target_at(0.2)
+        scheduler.target_at(0.95)  # only the second chunk is left by then
+        scheduler.target_velocity_at(0.95)
+        np.testing.assert_allclose(scheduler.target_at(0.2), before, err_msg=mode)
+
+
 def test_rtc_request_carries_remainder_and_delay() -> None:
     scheduler = make_scheduler(ChunkingConfig(mode="rtc", fps=10.0), 1)
     scheduler.on_chunk(Chunk(np.arange(10, dtype=np.float64)[:, None], 0.0, 0.0, 0.25), now=0.25)

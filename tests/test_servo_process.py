@@ -62,15 +62,29 @@ def test_the_block_refuses_a_plan_it_cannot_carry() -> None:
     try:
         with pytest.raises(ServoShmError, match="5 samples; 1..4 fit"):
             block.publish(mode=1.0, plan=Plan(0.0, 0.1, np.zeros((5, 2)), np.zeros((5, 2))))
-        with pytest.raises(ServoShmError, match="non-finite"):
+        with pytest.raises(ServoShmError, match=r"plan\.positions\[0, 0\] is nan: every plan value must be finite"):
             block.publish(mode=1.0, plan=Plan(0.0, 0.1, np.full((2, 2), np.nan), np.zeros((2, 2))))
         with pytest.raises(ServoShmError, match=r"must be \[2, 2\]"):
             block.publish(mode=1.0, plan=Plan(0.0, 0.1, np.zeros((2, 3)), np.zeros((2, 3))))
         block.publish(mode=1.0, plan=Plan(5.0, 0.1, np.ones((3, 2)), np.zeros((3, 2))))
-        _, mode, scale, plan = block.control()
+        snapshot = block.control()
+        _, mode, scale, plan = snapshot
         assert mode == 1.0 and scale == 1.0 and plan is not None and plan.t0 == 5.0 and plan.positions.shape == (3, 2)
+        assert block.control() is snapshot  # nothing published since: the servo's tick copies nothing
+        block.publish(mode=1.0, plan=Plan(6.0, 0.1, np.full((2, 2), 2.0), np.zeros((2, 2))))
+        _, _, _, plan = block.control()
+        assert plan is not None and plan.t0 == 6.0 and plan.positions.shape == (2, 2) and plan.positions[0, 0] == 2.0
     finally:
         block.close()
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"backend": "mars"}, "backend 'mars' unknown"), ({"sim_actuation": "hydraulic"}, "sim_actuation 'hydraulic'"),
+    ({"rt_priority": 120}, r"rt_priority must lie in \[0, 99\]"), ({"deadline_s": 0.0}, "deadline_s must be"),
+])
+def test_bad_servo_process_settings_are_named(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ServoProcessError, match=field):
+        ServoProcessConfig(robot_config="bimanual_yam", **changes)  # type: ignore[arg-type]
 
 
 def test_tracks_a_plan_then_holds_when_it_runs_out_and_resumes() -> None:

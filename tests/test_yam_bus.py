@@ -67,3 +67,31 @@ def test_slcan_with_a_missing_serial_port_names_the_port(tmp_path: Path) -> None
 def test_empty_channel_is_refused() -> None:
     with pytest.raises(CanBusUnavailable, match="can_channel is empty"):
         open_bus(_arm(can_channel=""))
+    with pytest.raises(CanBusUnavailable, match="udp_multicast needs can_channel = a multicast group address"):
+        open_bus(_arm(can_interface="udp_multicast", can_channel=""))
+
+
+def test_a_udp_multicast_bus_reaches_another_process() -> None:
+    """What lets the emulated motors run in a process of their own (bench/servo.py): a frame sent on the group
+    from a child process arrives here (beside this bus's own frames, which multicast loopback returns)."""
+    import subprocess
+    import sys
+
+    arm = _arm(can_interface="udp_multicast", can_channel="239.74.163.99")
+    bus = open_bus(arm)
+    try:
+        bus.send(can.Message(arbitration_id=0x02, data=b"\x01" * 8, is_extended_id=False))
+        sender = ("import can, time\n"
+                  "bus = can.Bus(interface='udp_multicast', channel='239.74.163.99')\n"
+                  "for _ in range(20):\n"
+                  "    bus.send(can.Message(arbitration_id=0x11, data=bytes(range(8)), is_extended_id=False))\n"
+                  "    time.sleep(0.05)\n"
+                  "bus.shutdown()\n")
+        child = subprocess.Popen([sys.executable, "-c", sender])
+        try:
+            received = [m for _ in range(40) if (m := bus.recv(timeout=0.25)) is not None]
+        finally:
+            child.wait(timeout=30)
+        assert [bytes(m.data) for m in received if m.arbitration_id == 0x11][:1] == [bytes(range(8))], received
+    finally:
+        bus.shutdown()

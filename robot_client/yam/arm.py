@@ -685,9 +685,11 @@ class YamArm:
 
         Why: with v_des = 0 the damping term kd (0 - v) brakes every joint that moves as planned, so a moving arm
         trails its target by about kd v / kp (0.03 rad at 0.5 rad/s with kp 80, kd 5). With the plan's velocity it
-        damps only the deviation from the plan. A velocity older than `YamOptions.velocity_fresh_s` (the servo loop
-        stalled and the sender repeats its last frame) is dropped to 0: a repeated frame holds the last target still,
-        it never keeps pushing the arm along a stale motion."""
+        damps only the deviation from the plan (the maker's driver sends a velocity the same way from
+        `command_joint_state`; its `command_joint_pos` sends 0). A velocity older than `YamOptions.velocity_fresh_s`
+        (the servo loop stalled and the sender repeats its last frame) is dropped to 0, where the maker's driver
+        repeats it: a repeated frame holds the last target still, it never keeps pushing the arm along a stale
+        motion."""
         v = self._target_velocity
         if v is None or self._target is None or self.clock() - self._target_set_at > self.options.velocity_fresh_s:
             return np.zeros(len(self.motors))

@@ -7,7 +7,8 @@ Interfaces:
 - slcan: `can_channel` is the serial port of the adapter; the CAN bitrate is sent to the adapter at open.
 - virtual: in-process bus for tests and the emulator (buses on the same channel name see each other).
 - udp_multicast: python-can's bus over UDP multicast, `can_channel` the group address (e.g. 239.74.163.2): the
-  emulated motors in another process than the driver (benchmarks of the servo process), one group per arm.
+  emulated motors in another process than the driver (benchmarks of the servo process), one group per arm. On one
+  host a bus also hears its own frames (multicast loopback): the transaction layer matches replies by id anyway.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def open_bus(arm: ArmConfig, *, net_class: Path = _NET_CLASS) -> can.BusABC:
     if arm.can_interface == "udp_multicast":
         if not arm.can_channel:
             raise CanBusUnavailable(f"arm '{arm.name}': udp_multicast needs can_channel = a multicast group address")
-        return can.Bus(interface="udp_multicast", channel=arm.can_channel, receive_own_messages=False)
+        return can.Bus(interface="udp_multicast", channel=arm.can_channel)
     if not arm.can_channel:
         raise CanBusUnavailable(f"arm '{arm.name}': can_channel is empty (interface {arm.can_interface})")
     if arm.can_interface == "socketcan":
