@@ -1,12 +1,15 @@
 """Servo benchmarks: loop timing at 200 Hz, and smoothness at chunk switches per chunking mode.
 
     python bench/servo.py timing [--seconds 30] [--robot emulator|sim] [--burners 2] [--modes ...]
+                                 [--servo-cpu N] [--emulator-cpu N] [--link unix_link|udp_multicast]
         runs the real servo loop (ruckig on 14 DoF, wall clock) against a robot backend while the machine is busy
         (CPU-burning processes beside it, a busy pure-Python thread in the deploy process), one row per place the
         loop runs: in the deploy process (the baseline), in its own process (`robot_client.servo_process`) at
-        normal priority, and there with SCHED_FIFO. emulator: the real YAM CAN driver and its sender, the emulated
-        Damiao motors in a process of their own (they stand in for hardware) over UDP multicast; sim: MuJoCo
-        through the motors' MIT law. Reports tick period p50/p99, |period error| p99/max and overruns.
+        normal priority, there with SCHED_FIFO (the YAM driver's frames from its 250 Hz sender thread, or with
+        `process-rt-tick` from the loop each tick), and a bare SCHED_FIFO timer with no work (the machine's
+        floor). emulator: the real YAM CAN driver against emulated Damiao motors in a process of their own (they
+        stand in for hardware: SCHED_FIFO above the burners, below the servo) over a unix_link per arm; sim:
+        MuJoCo arms. Reports tick period p50/p99, |period error| p99/max and overruns.
         Goal: p99 |period error| <= 1 ms at 200 Hz and no overrun.
     python bench/servo.py smoothness [--seconds 20]
         offline (simulated time): the same chunks, arriving after the same delays, through each chunking mode
@@ -89,39 +92,47 @@ def smoothness(seconds: float) -> None:
 
 
 HOME = {"left_joint2": 1.0, "left_joint3": 1.0, "right_joint2": 1.0, "right_joint3": 1.0}
-GROUPS = {"left": "239.74.163.11", "right": "239.74.163.12"}
+GROUPS = {"left": "239.74.163.11:43121", "right": "239.74.163.12:43122"}  # udp_multicast: own group and port
+LINKS = ("unix_link", "udp_multicast")
 # The sim robot's joints as position servos: a tick's physics then costs about what a real arm's driver call
 # does (the MIT law's substeps with inverse dynamics cost 1.4 ms a tick in the MuJoCo sim).
 SIM_ACTUATION: Literal["position", "mit"] = "position"
 
 
-def udp_config(tmp: Path) -> Path:
-    """The bimanual YAM config with each arm on its own UDP multicast group (the emulated motors run in another
-    process) and the grippers' travel pinned (no calibration file here)."""
+def link_config(tmp: Path, link: str = "unix_link") -> Path:
+    """The bimanual YAM config with each arm on a bus to another process (the emulated motors run there): a
+    unix_link of its own, or its own UDP multicast group and port; the grippers' travel pinned (no calibration
+    file here)."""
     text = (REPO_ROOT / "robot_client/configs/bimanual_yam.toml").read_text()
     for arm, group in GROUPS.items():
+        channel = group if link == "udp_multicast" else f"bench-{os.getpid()}-{arm}"
         text = text.replace(f'can_channel = "can_{arm}"\ncan_interface = "socketcan"',
-                            f'can_channel = "{group}"\ncan_interface = "udp_multicast"')
+                            f'can_channel = "{channel}"\ncan_interface = "{link}"')
     pinned = 'gripper_type = "linear_4310"\ngripper_limits = [0.0, -6.57]\n'
     text = text.replace('gripper_type = "linear_4310"\n', pinned)
-    assert text.count("udp_multicast") == 2 and text.count("gripper_limits = [0.0") == 2, "config layout changed"
-    path = tmp / "bimanual_yam_udp.toml"
+    assert text.count(f'"{link}"') == 2 and text.count("gripper_limits = [0.0") == 2, "config layout changed"
+    path = tmp / f"bimanual_yam_{link}.toml"
     path.write_text(text)
     return path
 
 
-def emulate(config_path: str) -> None:
-    """(Child process) the emulated motors of every arm, until killed: they stand in for hardware, so they ask
-    for real-time priority above the burners and the servo process."""
+def emulate(config_path: str, priority: int, cpu: int | None) -> None:
+    """(Child process) the emulated motors of every arm, until killed: they stand in for hardware (motor
+    controllers with processors of their own), so they ask for real-time priority above the burners, and run on
+    `cpu` when given."""
+    import gc
     import signal
 
     from robot_client.servo_process import ask_for_realtime
     from robot_client.yam.emulator import MotorEmulator
 
-    ask_for_realtime(90, None)
+    ask_for_realtime(priority, cpu)
+    sys.setswitchinterval(0.0005)  # one thread per arm: neither waits 5 ms for the other's interpreter lock
     config = load_robot_config(config_path)
     emulators = [MotorEmulator.for_arm(a, positions={n: HOME.get(n, 0.0) for n in a.names}).start()
                  for a in config.arms]
+    gc.collect()
+    gc.freeze()  # as the servo process does: what setup allocated is never scanned again
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
@@ -221,14 +232,16 @@ def timing_in_process(robot: Any, config: Any, seconds: float) -> tuple[list[flo
     return loop.timing.periods[1:], loop.timing.overruns, where
 
 
-def timing_servo_process(config_path: str, backend: str, seconds: float,
-                         rt_priority: int) -> tuple[list[float], int, str]:
-    """The servo loop in its own process, fed a 200 ms plan at 30 Hz from this one."""
+def timing_servo_process(config_path: str, backend: str, seconds: float, rt_priority: int,
+                         send_mode: str = "thread", cpu: int | None = None) -> tuple[list[float], int, str]:
+    """The servo loop in its own process, fed a 200 ms plan at 30 Hz from this one. `send_mode`: who sends the
+    YAM driver's frames there (the loop's thread each tick, or the driver's 250 Hz sender thread)."""
     from robot_client.servo_process import ServoProcess, ServoProcessConfig
     from robot_client.servo_shm import Plan
 
     spec = ServoProcessConfig(robot_config=config_path, backend=backend, rt_priority=rt_priority,
-                              initial_positions=HOME, sim_actuation=SIM_ACTUATION)
+                              initial_positions=HOME, sim_actuation=SIM_ACTUATION, yam_send_mode=send_mode,
+                              cpu=cpu)
     with ServoProcess(spec) as proc:
         start = proc.state().positions.copy()
         t0 = time.monotonic()
@@ -242,10 +255,13 @@ def timing_servo_process(config_path: str, backend: str, seconds: float,
             time.sleep(1 / 30)
         overruns = int(proc.status()["overruns"])
         where = f"servo process ({proc.realtime})"
+        if backend == "yam":
+            where += ", frames sent " + ("by the loop each tick" if send_mode == "tick" else "by a 250 Hz thread")
     return proc.timing.periods[1:], overruns, where
 
 
-def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, modes: list[str]) -> None:
+def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, modes: list[str],
+           servo_cpu: int | None, emulator_priority: int, emulator_cpu: int | None, link: str) -> None:
     import tempfile
 
     config = load_robot_config("bimanual_yam")
@@ -258,8 +274,9 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
     with tempfile.TemporaryDirectory() as tmp:
         emulator = None
         if robot_kind == "emulator":
-            config_path = str(udp_config(Path(tmp)))
-            emulator = subprocess.Popen([sys.executable, __file__, "_emulate", config_path])
+            config_path = str(link_config(Path(tmp), link))
+            emulator = subprocess.Popen([sys.executable, __file__, "_emulate", config_path, str(emulator_priority),
+                                         str(-1 if emulator_cpu is None else emulator_cpu)])
             time.sleep(1.0)
         else:
             config_path = "bimanual_yam"
@@ -274,9 +291,11 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
                         robot, run_config = make_robot(robot_kind, config_path)
                         periods, overruns, where = timing_in_process(robot, run_config, seconds)
                     else:
-                        rt = 80 if mode == "process-rt" else 0
+                        rt = 0 if mode == "process" else 80
                         backend = "yam" if robot_kind == "emulator" else "sim"
-                        periods, overruns, where = timing_servo_process(config_path, backend, seconds, rt)
+                        send_mode = "tick" if mode == "process-rt-tick" else "thread"
+                        periods, overruns, where = timing_servo_process(config_path, backend, seconds, rt,
+                                                                        send_mode, servo_cpu)
                 finally:
                     load.stop()
                 p = np.asarray(periods)
@@ -284,6 +303,8 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
                 late = np.flatnonzero(p > 1.5 * nominal)
                 if len(late):
                     print(f"  (late ticks at {[round(float(i) / len(p) * seconds, 2) for i in late[:10]]} s)")
+                worst = int(np.argmax(err))
+                print(f"  (largest error: tick {worst} of {len(p)}, period {p[worst] * 1e3:.3f} ms)")
                 met = np.percentile(err, 99) <= 1e-3 and overruns == 0
                 print(f"| {where} | {len(p)} | {np.percentile(p, 50) * 1e3:.3f} / {np.percentile(p, 99) * 1e3:.3f} | "
                       f"{np.percentile(err, 99) * 1e3:.3f} / {err.max() * 1e3:.3f} | {overruns} | "
@@ -297,7 +318,7 @@ def timing(seconds: float, robot_kind: str, burners: int, busy_thread: bool, mod
 
 def make_robot(kind: str, config_path: str) -> tuple[Any, Any]:
     """(robot, config). sim: MuJoCo through the motors' MIT law, stepped inside each tick; emulator: the real CAN
-    driver talking over UDP multicast to emulated Damiao motors in another process."""
+    driver talking over a bus to another process (`--link`) to emulated Damiao motors there."""
     config = load_robot_config(config_path)
     if kind == "sim":
         from robot_client.sim.robot import SimConfig, SimRobot
@@ -320,20 +341,31 @@ def main() -> int:
     p.add_argument("--no-busy-thread", action="store_true", help="no busy thread in the deploy process")
     p.add_argument("--modes", default="in-process,process,process-rt,floor",
                    help="comma-separated rows: in-process (baseline), process (own process, normal priority), "
-                        "process-rt (own process, SCHED_FIFO), floor (a bare SCHED_FIFO timer loop: what the "
-                        "machine allows)")
+                        "process-rt (own process, SCHED_FIFO), process-rt-tick (the same, the YAM driver's "
+                        "frames sent by the loop each tick instead of its 250 Hz thread), floor (a bare SCHED_FIFO "
+                        "timer loop: what the machine allows)")
+    p.add_argument("--servo-cpu", type=int, default=None, help="pin the servo process to this core")
+    p.add_argument("--emulator-priority", type=int, default=70,
+                   help="SCHED_FIFO priority of the emulated motors: above the burners, below the servo process's "
+                        "80 (motor controllers have processors of their own: they never preempt the host's loop)")
+    p.add_argument("--emulator-cpu", type=int, default=None, help="pin the emulated motors to this core")
+    p.add_argument("--link", default="unix_link", choices=LINKS,
+                   help="emulator: the bus between the driver and the emulated motors' process")
     p = sub.add_parser("smoothness")
     p.add_argument("--seconds", type=float, default=20.0)
     p = sub.add_parser("_emulate")
     p.add_argument("config")
+    p.add_argument("priority", type=int)
+    p.add_argument("cpu", type=int)
     p = sub.add_parser("_floor")
     p.add_argument("seconds", type=float)
     p.add_argument("period", type=float)
     args = parser.parse_args()
     if args.command == "timing":
-        timing(args.seconds, args.robot, args.burners, not args.no_busy_thread, args.modes.split(","))
+        timing(args.seconds, args.robot, args.burners, not args.no_busy_thread, args.modes.split(","),
+               args.servo_cpu, args.emulator_priority, args.emulator_cpu, args.link)
     elif args.command == "_emulate":
-        emulate(args.config)
+        emulate(args.config, args.priority, None if args.cpu < 0 else args.cpu)
     elif args.command == "_floor":
         floor(args.seconds, args.period)
     else:

@@ -45,6 +45,8 @@ class RigOptions:
     camera_delays_s: Mapping[str, float] | None = None  # injected camera latency per camera
     # Backends whose servo loop runs in another process start it knowing whether this is a dry run.
     dry_run: bool = False
+    # Backends whose servo loop runs in another process pin it to this core (None: any core).
+    servo_cpu: int | None = None
 
 
 RigBuilder = Callable[["RobotConfig", Sequence[str], RigOptions], "Rig"]

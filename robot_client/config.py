@@ -14,7 +14,7 @@ second^2, jerks per second^3 in the same units.
     joints = ["left_joint1", ..., "left_joint6"]
     gripper = "left_gripper"
     can_channel = "can_left"
-    can_interface = "socketcan"          # socketcan | slcan | virtual | udp_multicast
+    can_interface = "socketcan"          # socketcan | slcan | virtual | unix_link | udp_multicast
     motor_ids = [1, 2, 3, 4, 5, 6, 7]    # gripper last
     motor_types = ["DM4340", "DM4340", "DM4340", "DM4310", "DM4310", "DM4310", "DM4310"]
     kp = [80, 80, 80, 10, 10, 10]
@@ -44,7 +44,7 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MOTOR_TYPES = ("DM4340", "DM4310", "DM3507", "DM6248")
-CAN_INTERFACES = ("socketcan", "slcan", "virtual", "udp_multicast")
+CAN_INTERFACES = ("socketcan", "slcan", "virtual", "unix_link", "udp_multicast")
 GRAVITY_JOINTS = 6  # joints of the arm model the gravity feed-forward uses
 
 

@@ -165,6 +165,7 @@ def build_servo_process_rig(config: RobotConfig, cameras: Sequence[str], options
         raise RigError("a servo process loads the robot config from its file: load it from a TOML file")
     start = options.sim.initial_positions if options.sim is not None else None
     spec = ServoProcessConfig(robot_config=config.source, backend=backend, dry_run=options.dry_run,
+                              cpu=options.servo_cpu,
                               deadline_s=config.safety.server_deadline_s, calibration=config.calibration or None,
                               initial_positions={} if start is None else dict(zip(config.joint_names, start,
                                                                                    strict=True)))

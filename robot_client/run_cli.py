@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task instruction sent with every observation; repeat it to cycle through several "
                              "(episode i uses the (i mod n)-th)")
     parser.add_argument("--dry-run", action="store_true", help="compute commands but never send them")
+    parser.add_argument("--servo-cpu", type=int, default=None,
+                        help="--robot yam-process: pin the servo process to this core (one no other busy process "
+                             "uses; e.g. the last core, isolated with isolcpus=)")
     parser.add_argument("--allow-far-start", action="store_true",
                         help="ramp slowly to a first action beyond the safety threshold instead of refusing")
     parser.add_argument("--allow-model-swap", action="store_true",
@@ -211,7 +214,7 @@ def run_session(args: argparse.Namespace) -> SessionResult:
     try:
         rig = backend.build(config, cameras, RigOptions(seed=args.seed, pace=args.pace,
                                                         sim=_sim_config(args) if backend.simulated else None,
-                                                        dry_run=args.dry_run))
+                                                        dry_run=args.dry_run, servo_cpu=args.servo_cpu))
     except ValueError as exc:  # the sim model's own check (SimModelError): a joint the model lacks, named
         policy.close()
         if backend.simulated:

@@ -3,9 +3,11 @@
 Why: in the deploy process the 200 Hz servo loop shares the interpreter lock with cameras, encoding, the policy
 client and logging, and the machine's cores with whatever else runs; a tick then waits for a busy thread or a busy
 process and the loop misses its period (2.7 ms p99 error and 38 overruns in 30 s beside two busy processes on 2
-cores). Here the robot backend (for the YAM: the CAN driver and its background sender), the jerk-limited servo and
-the loop live in a child process that holds no other work, asks for SCHED_FIFO (else a negative nice), and reads what
-to do from shared memory (`robot_client.servo_shm`) without ever waiting on its parent.
+cores). Here the robot backend (for the YAM: the CAN driver), the jerk-limited servo and the loop live in a child
+process that holds no other work, asks for SCHED_FIFO (else a negative nice; pinned to `cpu` when given), and reads
+what to do from shared memory (`robot_client.servo_shm`) without ever waiting on its parent. The YAM driver's
+frames go out from its 250 Hz sender thread (or, `yam_send_mode = "tick"`, from the loop's own thread each tick);
+either way the motor watchdog and the servo deadline hold as in the deploy process.
 
 What the parent sends is a plan, not a tick-by-tick target: the next `horizon` joint targets (with the planned
 velocities) sampled every `dt` from the chunk scheduler. The servo interpolates it at its own ticks; a parent that
@@ -54,6 +56,7 @@ from robot_client.servo_shm import (
     ServoShmError,
     TickRow,
 )
+from robot_client.yam.arm import SEND_MODES, YamOptions
 
 log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
@@ -84,12 +87,21 @@ class ServoProcessConfig:
     sim_actuation: str = "mit"
     # sim and emulator backends: initial joint positions by joint name (the rest 0).
     initial_positions: dict[str, float] = field(default_factory=dict)
+    # yam and emulator backends: who sends the MIT frames (`YamOptions.send_mode`). "thread": the driver's 250 Hz
+    # sender beside the loop; "tick": the loop's own thread each tick, the sender filling only gaps. Measured
+    # (docs/benchmarks.md, two CPU burners, 3 x 30 s pinned): thread 2 overruns in all, tick 8, the bare timer
+    # floor 7: the tick's own bus work (~1.5 ms of Python) leaves it more exposed to this VM's vCPU stalls.
+    yam_send_mode: str = "thread"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ServoProcessError(f"servo process backend {self.backend!r} unknown; known {list(BACKENDS)}")
         if self.sim_actuation not in SIM_ACTUATIONS:
             raise ServoProcessError(f"sim_actuation {self.sim_actuation!r} unknown; known {list(SIM_ACTUATIONS)}")
+        if self.yam_send_mode not in SEND_MODES:
+            raise ServoProcessError(f"yam_send_mode {self.yam_send_mode!r} unknown; known {list(SEND_MODES)}")
+        if self.cpu is not None and self.cpu < 0:
+            raise ServoProcessError(f"cpu must be a core number >= 0 (or None: any core), got {self.cpu}")
         if not 0 <= self.rt_priority <= 99:
             raise ServoProcessError(f"rt_priority must lie in [0, 99], got {self.rt_priority}")
         for name in ("deadline_s", "parent_timeout_s", "startup_timeout_s"):
@@ -116,8 +128,9 @@ def build_robot(spec: ServoProcessConfig, config: RobotConfig) -> tuple[Robot, R
         return SimRobot(config, SimConfig(actuation=actuation, initial_positions=start)), config, []
     from robot_client.yam.driver import YamRobot
 
+    options = YamOptions(send_mode=spec.yam_send_mode)
     if spec.backend == "yam":
-        return YamRobot(config), config, []
+        return YamRobot(config, options=options), config, []
     from robot_client.yam.emulator import MotorEmulator
 
     pid = os.getpid()
@@ -127,7 +140,7 @@ def build_robot(spec: ServoProcessConfig, config: RobotConfig) -> tuple[Robot, R
                  for a in arms]
     for emu in emulators:
         emu.start()
-    return YamRobot(config), config, emulators
+    return YamRobot(config, options=options), config, emulators
 
 
 def ask_for_realtime(priority: int, cpu: int | None) -> float:
@@ -213,10 +226,10 @@ def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
             servo = JerkLimitedServo(ServoLimits.from_config(config), 1.0 / config.servo_hz)
             loop = ServoLoop(robot, servo, WallClock(), deadline_s=spec.deadline_s, dry_run=spec.dry_run)
             follower = PlanFollower(block, spec, loop)
-            state = loop.start()
-            _publish_state(block, state)
             gc.collect()
             gc.freeze()  # what setup allocated is never scanned again: shorter collections inside ticks
+            state = loop.start()  # after the collection: the first ticks do not start late and catch up
+            _publish_state(block, state)
             block.write_status(ready=1.0, rt=rt, pid=float(os.getpid()))
             last_start: float | None = None
             while True:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,8 @@ def test_the_block_refuses_a_plan_it_cannot_carry() -> None:
 @pytest.mark.parametrize(("changes", "field"), [
     ({"backend": "mars"}, "backend 'mars' unknown"), ({"sim_actuation": "hydraulic"}, "sim_actuation 'hydraulic'"),
     ({"rt_priority": 120}, r"rt_priority must lie in \[0, 99\]"), ({"deadline_s": 0.0}, "deadline_s must be"),
+    ({"yam_send_mode": "burst"}, r"yam_send_mode 'burst' unknown; known \['thread', 'tick'\]"),
+    ({"cpu": -1}, "cpu must be a core number >= 0"),
 ])
 def test_bad_servo_process_settings_are_named(changes: dict[str, object], field: str) -> None:
     with pytest.raises(ServoProcessError, match=field):
@@ -146,6 +149,34 @@ def test_estop_holds_until_shutdown() -> None:
         assert proc.drain()[-1].holding
         assert proc.state().positions[0] == pytest.approx(stopped, abs=0.01)
     assert proc.proc is not None and proc.proc.returncode == 0
+
+
+@pytest.mark.parametrize("send_mode", ["tick", "thread"])
+def test_the_yam_driver_tracks_a_plan_in_the_servo_process(send_mode: str, tmp_path: Path) -> None:
+    """The real CAN driver inside the servo process (emulated motors on virtual buses there), its frames sent by
+    the loop each tick or by its 250 Hz thread: the plan is tracked and the arm holds when it runs out."""
+    from robot_client.config import CONFIG_DIR
+
+    text = (CONFIG_DIR / "bimanual_yam.toml").read_text()
+    pinned = text.replace('gripper_type = "linear_4310"\n',
+                          'gripper_type = "linear_4310"\ngripper_limits = [0.0, -6.57]\n')
+    # No rig calibration file here: the grippers' travel pinned.
+    assert pinned.count("gripper_limits = [0.0, -6.57]") == 2
+    config = tmp_path / "yam.toml"
+    config.write_text(pinned)
+    spec = ServoProcessConfig(robot_config=str(config), backend="emulator", rt_priority=0, deadline_s=0.2,
+                              parent_timeout_s=0.3, yam_send_mode=send_mode,
+                              initial_positions={"left_joint2": 1.0, "right_joint2": 1.0})
+    with ServoProcess(spec) as proc:
+        start = proc.state().positions.copy()
+        offset = np.zeros(14)
+        offset[[0, 8]] = [0.3, 0.2]
+        rows = run_for(proc, 1.2, plan_from(start, offset, 0.6, time.monotonic()))
+        assert rows and not rows[-1].holding
+        np.testing.assert_allclose(proc.state().positions[[0, 8]], (start + offset)[[0, 8]], atol=0.03)
+        rows = run_for(proc, 0.8)
+        assert rows[-1].holding
+        assert proc.status()["overruns"] < len(rows)  # it ticked on its own clock (timing: bench/servo.py)
 
 
 def test_a_start_up_failure_is_raised_with_the_childs_message() -> None:

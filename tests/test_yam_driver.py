@@ -16,7 +16,7 @@ import pytest
 from can.interfaces.virtual import VirtualBus
 
 from robot_client.config import ArmConfig, RobotConfig, RobotConfigError, load_robot_config
-from robot_client.robot import RobotCommandError, RobotFault
+from robot_client.robot import RobotCommandError, RobotError, RobotFault
 from robot_client.yam import protocol as dm
 from robot_client.yam.arm import FaultsLatched, YamOptions
 from robot_client.yam.bus import open_bus
@@ -429,11 +429,14 @@ def _mit_frames(rig: Rig) -> dict[tuple[str, int], int]:
     return {(arm, mid): rig.emus[arm].frames_received(mid) for arm, mid in _all_motors(rig)}
 
 
+@pytest.mark.parametrize("send_mode", ["thread", "tick"])
 @pytest.mark.parametrize("stall_s", [0.3, 0.6])
-def test_a_short_servo_stall_keeps_every_motor_enabled_and_holding(make_rig: Any, stall_s: float) -> None:
+def test_a_short_servo_stall_keeps_every_motor_enabled_and_holding(make_rig: Any, stall_s: float,
+                                                                   send_mode: str) -> None:
     """0.3 s: a slow camera read or a GC pause. 0.6 s outlasts the motors' 400 ms watchdog: only the sender's
-    frames keep them out of damping mode. Both stay under the servo deadline: no fault, nothing stops."""
-    rig = make_rig(options=DEFAULT_DEADLINE, wall_clock=True)
+    frames keep them out of damping mode. Both stay under the servo deadline: no fault, nothing stops. In tick
+    mode the stalled loop was the one sending: the background sender takes over once the gap passes."""
+    rig = make_rig(options=replace(DEFAULT_DEADLINE, send_mode=send_mode), wall_clock=True)
     target = _here(rig)
     target[0] += 0.1
     _move(rig, target, 5)
@@ -450,8 +453,9 @@ def test_a_short_servo_stall_keeps_every_motor_enabled_and_holding(make_rig: Any
     assert rig.robot.status().ok
 
 
-def test_a_2s_servo_stall_stops_safely_and_names_the_cause(make_rig: Any) -> None:
-    rig = make_rig(options=DEFAULT_DEADLINE, wall_clock=True, command_dt_s=SLOW)
+@pytest.mark.parametrize("send_mode", ["thread", "tick"])
+def test_a_2s_servo_stall_stops_safely_and_names_the_cause(make_rig: Any, send_mode: str) -> None:
+    rig = make_rig(options=replace(DEFAULT_DEADLINE, send_mode=send_mode), wall_clock=True, command_dt_s=SLOW)
     target = _start_motion(rig)
     time.sleep(2.0)  # the servo loop stalls for 2 s
     faults = rig.robot.status().faults
@@ -468,6 +472,65 @@ def test_a_2s_servo_stall_stops_safely_and_names_the_cause(make_rig: Any) -> Non
     rig.robot.enable()
     rig.robot.command(_here(rig))
     assert rig.robot.status().ok
+
+
+# -- tick mode: the servo loop's thread sends (robot_client.servo_process) ---------------------------------------
+TICK = replace(OPTIONS, send_mode="tick", keepalive_gap_s=0.2)
+
+
+def _background_cycles(robot: YamRobot) -> int:
+    return robot.sender_cycles - robot.caller_cycles
+
+
+def test_tick_mode_sends_from_the_caller_while_the_sender_sleeps(make_rig: Any) -> None:
+    """Each command() is one cycle of frames to every motor, sent from the calling thread; the replies are taken
+    in by the next read_state(). The background sender, which fed the hold between enable() and the first
+    command(), does nothing while the caller keeps sending (the gap is 0.2 s here, far above a loaded CI
+    machine's pauses of a 5 ms loop)."""
+    rig = make_rig(options=TICK, wall_clock=True)
+    _wait_frames(rig, 3)  # the sender feeds the enabled hold
+    assert _background_cycles(rig.robot) > 0 and rig.robot.caller_cycles == 0
+    target = _here(rig)
+    target[[0, 8]] += [0.2, 0.1]
+    background = _background_cycles(rig.robot)
+    before = _mit_frames(rig)
+    for i in range(100):
+        sent_at = time.monotonic()
+        rig.robot.command(target)
+        time.sleep(0.005)
+        if i > 0:
+            assert rig.robot.read_state().timestamp > sent_at  # this command's replies, taken in here
+    assert rig.robot.caller_cycles == 100
+    assert _background_cycles(rig.robot) <= background + 1  # at most the cycle under way at the first command
+    _wait_frames(rig, 0)
+    assert all(n - before[key] >= 100 for key, n in _mit_frames(rig).items())  # every command reached every motor
+    np.testing.assert_allclose(rig.robot.read_state().positions[[0, 8]], target[[0, 8]], atol=0.02)
+    assert rig.robot.status().ok
+
+
+def test_tick_mode_hold_sends_too_and_a_failed_bus_is_named(make_rig: Any) -> None:
+    rig = make_rig(options=TICK)
+    rig.robot.command(_here(rig))
+    rig.robot.hold()
+    assert rig.robot.caller_cycles == 2
+    rig.robot.read_state()
+    rig.robot._buses[0].shutdown()  # the left arm's link dies under the loop
+    with pytest.raises(FaultsLatched, match=r"sender_failed: .*bus I/O of (command|read_state)\(\) \(tick mode\)"):
+        for _ in range(3):
+            rig.robot.command(_here(rig))
+            rig.robot.read_state()
+    codes = {f.code for f in rig.robot.status().faults}
+    assert codes == {"sender_failed"}
+    with pytest.raises(RobotError, match=r"disable could not reach the motors \(arm 'left': CanOperationError"):
+        rig.robot.close()  # the right arm is still disabled, and every bus closed
+    assert rig.emus["right"].snapshot(1).enabled is False
+
+
+def test_send_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"YamOptions.send_mode must be one of \['thread', 'tick'\], got 'loop'"):
+        YamOptions(send_mode="loop")
+    with pytest.raises(ValueError, match=r"YamOptions.keepalive_gap_s must lie in \[0.001, 0.2\]"):
+        YamOptions(keepalive_gap_s=1.0)
 
 
 def test_a_deliberate_hold_has_no_deadline_and_the_next_command_rearms_it(make_rig: Any) -> None:

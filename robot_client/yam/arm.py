@@ -73,6 +73,8 @@ FeedForward = Callable[[str, F64, F64], F64]
 
 # Fault code of a measured joint beyond its limit (at enable: a wrong zero; while running: the limit watch).
 LIMIT_VIOLATION = "joint_limit_violation"
+# Who sends the MIT frames (YamOptions.send_mode).
+SEND_MODES = ("thread", "tick")
 # |reading| (rad) a re-zeroed motor must show afterwards (the maker's set-zero check).
 SAVE_ZERO_TOLERANCE = 0.01
 
@@ -109,8 +111,22 @@ class YamOptions:
     # How long a commanded velocity stays the frames' v_des: four 200 Hz servo periods. Past it the servo loop is
     # late and the sender's repeated frames hold the last target with v_des 0.
     velocity_fresh_s: float = 0.02
+    # Who carries the frames to the motors (`YamRobot`). "thread" (the default everywhere): the background sender
+    # alone, at `send_hz`, whatever the servo loop does, as the maker's driver does it. "tick" (an option for a
+    # loop with a process to itself, `robot_client.servo_process`): command() and hold() send them from the calling
+    # thread and the next read_state() takes in the replies that have arrived, without waiting; the background
+    # sender then only fills gaps: once nothing has been sent for `keepalive_gap_s` it cycles at `send_hz` again,
+    # so the motor watchdog and the servo deadline are kept exactly as in "thread" mode, while in the steady state
+    # no second thread competes with the loop for the interpreter lock, and each tick's target reaches the motors
+    # at once instead of at the sender's next cycle (up to 4 ms later). Measured under load it did not keep the
+    # loop's period better than "thread" (docs/benchmarks.md).
+    send_mode: str = "thread"
+    # "tick" mode: the loop is late once nothing was sent for this long (2.4 periods of a 200 Hz loop).
+    keepalive_gap_s: float = 0.012
 
     def __post_init__(self) -> None:
+        if self.send_mode not in SEND_MODES:
+            raise ValueError(f"YamOptions.send_mode must be one of {list(SEND_MODES)}, got {self.send_mode!r}")
         checks = (
             ("reply_timeout_s", self.reply_timeout_s, 0.0005, 1.0),
             ("startup_limit_tolerance", self.startup_limit_tolerance, 0.0, 1.0),
@@ -119,6 +135,7 @@ class YamOptions:
             ("command_timeout_s", self.command_timeout_s, 0.05, 60.0),
             ("silence_timeout_s", self.silence_timeout_s, 0.0, 0.4),
             ("velocity_fresh_s", self.velocity_fresh_s, 0.0, 1.0),
+            ("keepalive_gap_s", self.keepalive_gap_s, 0.001, 0.2),
         )
         for name, value, lo, hi in checks:
             if not (np.isfinite(value) and lo <= value <= hi):
@@ -484,11 +501,15 @@ class YamArm:
     def post(self, requests: Sequence[Request]) -> Exchange:
         return self.transport.post(requests)
 
-    def collect(self, ex: Exchange) -> NoReplyError | None:
-        """Wait for a cycle's replies: bus I/O only, no arm state touched (so the sender can run it without
-        holding the robot's state lock). Returns the silence, if any, for `settle`."""
+    def collect(self, ex: Exchange, wait: bool = True) -> NoReplyError | None:
+        """Wait for a cycle's replies (resending to the silent, `retries` times), or with `wait` False take only
+        those already in: bus I/O only, no arm state touched (so the sender can run it without holding the
+        robot's state lock). Returns the silence, if any, for `settle`."""
         try:
-            self.transport.wait(ex)
+            if wait:
+                self.transport.wait(ex)
+            else:
+                self.transport.take(ex)
         except NoReplyError as exc:
             return exc
         return None

@@ -6,9 +6,15 @@ Interfaces:
   that brings it up.
 - slcan: `can_channel` is the serial port of the adapter; the CAN bitrate is sent to the adapter at open.
 - virtual: in-process bus for tests and the emulator (buses on the same channel name see each other).
-- udp_multicast: python-can's bus over UDP multicast, `can_channel` the group address (e.g. 239.74.163.2): the
-  emulated motors in another process than the driver (benchmarks of the servo process), one group per arm. On one
-  host a bus also hears its own frames (multicast loopback): the transaction layer matches replies by id anyway.
+- unix_link: a point-to-point link to another process of this host over a Unix datagram socket pair
+  (`robot_client.yam.unix_link`), `can_channel` its name: the driver at the host end, the emulated motors in a
+  process of their own at the device end (the servo process benchmarks and tests).
+- udp_multicast: python-can's bus over UDP multicast, `can_channel` the group address and optionally the port
+  (`239.74.163.2` or `239.74.163.2:43114`; python-can's port 43113 when none is given): the emulated motors in
+  another process than the driver (benchmarks of the servo process). Give every arm its own port as well as its
+  own group: a Linux socket bound to a port receives the datagrams of every group joined on the host at that
+  port, so two arms sharing a port each hear both arms' traffic (measured: 4x the frames to decode). On one host a
+  bus also hears its own frames (multicast loopback): the transaction layer matches replies by id anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import can
 
 from robot_client.config import ArmConfig
 from robot_client.robot import RobotError
+from robot_client.yam.unix_link import End, UnixLinkBus
 
 _NET_CLASS = Path("/sys/class/net")
 
@@ -54,10 +61,13 @@ def open_bus(arm: ArmConfig, *, net_class: Path = _NET_CLASS) -> can.BusABC:
     """
     if arm.can_interface == "virtual":
         return can.Bus(interface="virtual", channel=arm.can_channel or f"yam_{arm.name}")
+    if arm.can_interface == "unix_link":
+        return open_unix_link(arm.can_channel, "host", f"arm '{arm.name}'")
     if arm.can_interface == "udp_multicast":
         if not arm.can_channel:
             raise CanBusUnavailable(f"arm '{arm.name}': udp_multicast needs can_channel = a multicast group address")
-        return can.Bus(interface="udp_multicast", channel=arm.can_channel)
+        group, port = udp_address(arm.can_channel, f"arm '{arm.name}'")
+        return can.Bus(interface="udp_multicast", channel=group, port=port)
     if not arm.can_channel:
         raise CanBusUnavailable(f"arm '{arm.name}': can_channel is empty (interface {arm.can_interface})")
     if arm.can_interface == "socketcan":
@@ -65,6 +75,33 @@ def open_bus(arm: ArmConfig, *, net_class: Path = _NET_CLASS) -> can.BusABC:
     if arm.can_interface == "slcan":
         return _open_slcan(arm)
     raise CanBusUnavailable(f"arm '{arm.name}': unsupported can_interface {arm.can_interface!r}")
+
+
+def open_unix_link(channel: str, end: End, who: str) -> can.BusABC:
+    """`end` of the unix_link `channel`; CanBusUnavailable naming `who` when it cannot be opened."""
+    try:
+        return UnixLinkBus(channel, end)
+    except (ValueError, can.CanInitializationError) as exc:
+        raise CanBusUnavailable(f"{who}: {exc}") from exc
+
+
+UDP_DEFAULT_PORT = 43113  # python-can's
+
+
+def udp_address(channel: str, who: str) -> tuple[str, int]:
+    """(group, port) of a udp_multicast channel written `group` or `group:port` (IPv4; an IPv6 group takes
+    python-can's port). `who` names the owner in the error."""
+    group, sep, port_text = channel.rpartition(":")
+    if not sep or "." not in group:
+        return channel, UDP_DEFAULT_PORT
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise CanBusUnavailable(f"{who}: udp_multicast channel {channel!r}: the port after ':' must be an integer "
+                                f"in [1, 65535]")
+    return group, port
 
 
 def _open_socketcan(arm: ArmConfig, net_class: Path) -> can.BusABC:

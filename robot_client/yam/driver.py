@@ -16,6 +16,18 @@ which is safe for as long as the process lives (between episodes, during a block
 deadline runs until the next command().
 After any stop the sender keeps feeding the stop pose to the motors still enabled, until `disable()`.
 
+Tick mode (`YamOptions.send_mode = "tick"`, an option of `robot_client.servo_process`, where the servo loop runs
+in a process of its own with nothing else to do and a second busy thread beside it only costs it the interpreter
+lock): command() and hold() send the frames themselves, from the calling thread, and return without waiting
+for the replies: the next read_state() (the next tick) takes in those that have arrived (normally all), without
+waiting or resending, so the loop never waits on the bus (the feedback is one tick old, as a sender cycle's would
+be; a motor whose reply missed the tick is asked again by the next tick's frame, and only silence beyond
+`silence_timeout_s` is a fault, as in thread mode). The background sender stays
+asleep while they do; once nothing has been sent for `keepalive_gap_s` it takes over at `send_hz`, with the same
+watchdog feeding and the same servo deadline as in thread mode. Every other use of the buses (a sender cycle, the
+setup calls) first takes in the replies still in flight. A failure of the bus in the caller's cycle is latched
+as `sender_failed` and raised there.
+
 Threads: one lock (`_lock`) guards the shared state (targets, feedback, faults); the buses are taken in turn
 (`_bus_lock`) by the sender's cycle and by the synchronous setup calls (connect, enable, disable, close), so
 setup frames never interleave with the sender's. The sender does its bus I/O without `_lock`, so command() and
@@ -65,7 +77,7 @@ from robot_client.yam.arm import FaultsLatched, FeedForward, YamArm, YamOptions
 from robot_client.yam.bus import open_bus
 from robot_client.yam.gravity_ff import ArmGravity, gravity_config
 from robot_client.yam.rig_calibration import load_robot_calibration, resolve_calibration
-from robot_client.yam.transport import Request
+from robot_client.yam.transport import Exchange, Request
 
 if TYPE_CHECKING:
     from robot_client.calfile import RigCalibration
@@ -102,7 +114,12 @@ class YamRobot(Robot):
         self._stop_sender = threading.Event()
         # time.monotonic() of the last enable(), command() or hold(); None while nothing is being driven.
         self._last_command_at: float | None = None
-        self.sender_cycles = 0  # completed sender cycles (diagnostics)
+        self.sender_cycles = 0  # completed cycles, the sender's and (tick mode) the callers' (diagnostics)
+        self.caller_cycles = 0  # of which command()/hold() ran in tick mode (diagnostics)
+        # time.monotonic() when command()/hold() last finished a cycle (tick mode); the sender waits out the gap.
+        self._last_caller_cycle_at = -float("inf")
+        # Tick mode: the caller's posted cycle whose replies the next read_state() (or bus user) takes in.
+        self._in_flight: list[tuple[YamArm, Exchange]] = []
 
     @property
     def arms(self) -> tuple[YamArm, ...]:
@@ -143,6 +160,7 @@ class YamRobot(Robot):
         (`command_timeout_s`) starts with the first command()."""
         with self._bus_lock, self._lock:
             self._require_connected()
+            self._settle_in_flight()
             self._refuse_if_faulted("enable")
             for arm in self._arms:
                 others = [a for a in self._arms if a is not arm]
@@ -159,8 +177,17 @@ class YamRobot(Robot):
         """All motors limp. Safe after faults and repeatedly; silent motors are not an error here."""
         with self._bus_lock, self._lock:
             self._last_command_at = None
-            for arm in self._arms:
-                arm.disable()
+            self._in_flight.clear()  # sent; their answers no longer matter
+            failed: list[str] = []
+            for arm in self._arms:  # every arm is tried, whatever the others' buses do
+                try:
+                    arm.disable()
+                except (can.CanError, OSError) as exc:
+                    log.error("arm '%s': disable failed on its bus: %s", arm.config.name, exc)
+                    failed.append(f"arm '{arm.config.name}': {type(exc).__name__}: {exc}")
+            if failed:
+                raise RobotError(f"disable could not reach the motors ({'; '.join(failed)}); they go to damping "
+                                 f"mode when their watchdog expires")
 
     def close(self) -> None:
         """Stop and join the sender, disable every motor, close the buses."""
@@ -199,6 +226,8 @@ class YamRobot(Robot):
             for arm, arm_targets, arm_v in zip(self._arms, targets, v_des, strict=True):
                 arm.set_target(arm_targets, arm_v)
             self._last_command_at = time.monotonic()
+        if self.options.send_mode == "tick":
+            self._caller_io("command", functools.partial(self._send_cycle, wait=False))
 
     def hold(self) -> None:
         """Hold every motor at its measured position (no limit check: a joint resting on a stop may read just
@@ -210,9 +239,14 @@ class YamRobot(Robot):
             for arm in self._arms:
                 arm.set_hold()
             self._last_command_at = None
+        if self.options.send_mode == "tick":
+            self._caller_io("hold", functools.partial(self._send_cycle, wait=False))
 
     def read_state(self) -> JointState:
-        """The cached feedback of the sender's latest replies (the timestamp is the oldest motor's reply)."""
+        """The cached feedback of the sender's latest replies (the timestamp is the oldest motor's reply). Tick
+        mode: the replies to the last command()/hold() are taken in first (faults they show are raised here)."""
+        if self._in_flight:
+            self._caller_io("read_state", self._settle_in_flight)
         with self._lock:
             self._require_connected()
             self._refuse_if_faulted("read_state")
@@ -270,10 +304,19 @@ class YamRobot(Robot):
     # -- the sender ----------------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
         """Cycles at `send_hz` until close(). A cycle that runs late is not caught up (no bursts): the period
-        restarts from then."""
+        restarts from then. Tick mode: asleep while command()/hold() cycle, cycling once they have not for
+        `keepalive_gap_s`."""
         period = 1.0 / self.options.send_hz
+        gap = self.options.keepalive_gap_s if self.options.send_mode == "tick" else 0.0
         next_at = time.monotonic()
         while not self._stop_sender.is_set():
+            quiet_until = self._last_caller_cycle_at + gap
+            now = time.monotonic()
+            if now < quiet_until:  # the caller is feeding the motors: look again when its gap would end
+                if self._stop_sender.wait(quiet_until - now):
+                    return
+                next_at = time.monotonic()
+                continue
             try:
                 self._send_cycle()
             except Exception as exc:  # a bug or a dead bus: name it on every arm, stop what can be stopped
@@ -286,21 +329,41 @@ class YamRobot(Robot):
             elif self._stop_sender.wait(delay):
                 return
 
-    def _send_cycle(self) -> None:
+    def _caller_io(self, what: str, io: Callable[[], None]) -> None:
+        """Tick mode: bus I/O in the calling thread (a cycle posted, or the replies in flight taken in). A bus
+        failure is latched as the sender's would be, and raised as the latched fault (naming it)."""
+        try:
+            with self._bus_lock:
+                io()
+        except Exception as exc:
+            self._stop_sender.set()  # no gap-filling on a failed bus either, as in thread mode
+            self._sender_failed(exc, f"the bus I/O of {what}() (tick mode)")
+            with self._lock:
+                self._refuse_if_faulted(what)
+            raise
+        if what != "read_state":
+            with self._lock:
+                self.caller_cycles += 1
+            self._last_caller_cycle_at = time.monotonic()
+
+    def _send_cycle(self, wait: bool = True) -> None:
         """One cycle: deadline check and frames built under the state lock, bus I/O without it, replies taken
-        in under it again. A fault on one arm stops the other arms too (they hold where they are)."""
+        in under it again (`wait`), or left in flight for the next bus user. A fault on one arm stops the other
+        arms too (they hold where they are)."""
         with self._bus_lock:
             if self._stop_sender.is_set():
                 return
             with self._lock:
                 self._check_servo_deadline()
-            self._cycle(self._arms)
+            self._cycle(self._arms, wait)
             with self._lock:
                 self.sender_cycles += 1
 
-    def _cycle(self, arms: Sequence[YamArm]) -> None:
+    def _cycle(self, arms: Sequence[YamArm], wait: bool = True) -> None:
         """One cycle for `arms` (the caller holds the buses). Faults are latched on their arm, never raised: the
-        next command() or read_state() raises them."""
+        next command() or read_state() raises them. Replies still in flight are taken in first (they are the
+        feedback this cycle's feed-forward and force limit start from)."""
+        self._settle_in_flight()
         with self._lock:
             plans: list[tuple[YamArm, list[Request]]] = []
             for arm in arms:
@@ -313,7 +376,23 @@ class YamRobot(Robot):
                 if requests:
                     plans.append((arm, requests))
         in_flight = [(arm, arm.post(requests)) for arm, requests in plans]
-        outcomes = [(arm, ex, arm.collect(ex)) for arm, ex in in_flight]
+        if wait:
+            self._settle(in_flight)
+        else:
+            self._in_flight = in_flight
+
+    def _settle_in_flight(self) -> None:
+        """Take in the replies of a cycle posted without waiting (the caller holds the buses): those that have
+        arrived, without waiting or resending, so the servo loop never waits on the bus. A motor that missed a
+        tick is asked again by the next one; only silence beyond `silence_timeout_s` is a fault, as always."""
+        if self._in_flight:
+            in_flight, self._in_flight = self._in_flight, []
+            self._settle(in_flight, wait=False)
+
+    def _settle(self, in_flight: list[tuple[YamArm, Exchange]], wait: bool = True) -> None:
+        """Wait for a cycle's replies (or take those in, `wait` False; bus I/O, no state lock) and take them in
+        (under it)."""
+        outcomes = [(arm, ex, arm.collect(ex, wait)) for arm, ex in in_flight]
         with self._lock:
             faulted = False
             for arm, ex, silence in outcomes:
@@ -347,16 +426,17 @@ class YamRobot(Robot):
             if arm.enabled:
                 arm.halt()
 
-    def _sender_failed(self, exc: Exception) -> None:
+    def _sender_failed(self, exc: Exception, who: str = "the background sender") -> None:
         """The sender cannot go on: latch `sender_failed` on every arm and try a stop. The motors get no more
         frames, so their watchdogs put them in damping mode when it expires."""
-        log.error("YAM sender stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        log.error("YAM sender stopped (%s): %s: %s", who, type(exc).__name__, exc, exc_info=exc)
         with self._bus_lock, self._lock:
             self._last_command_at = None
+            self._in_flight.clear()
             for arm in self._arms:
                 arm.faults.append(FaultRecord(
                     arm.config.name, "sender_failed",
-                    f"the background sender stopped ({type(exc).__name__}: {exc}); the motors get no more frames "
+                    f"{who} stopped ({type(exc).__name__}: {exc}); the motors get no more frames "
                     f"and go to damping mode after their {arm.config.watchdog_ms:g} ms watchdog"))
                 try:
                     arm.safe_stop(())

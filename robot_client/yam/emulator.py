@@ -45,6 +45,7 @@ import can
 
 from robot_client.config import ArmConfig
 from robot_client.yam import protocol as dm
+from robot_client.yam.bus import open_unix_link, udp_address
 from robot_client.yam.motor_model import EmulatedMotor, MotorPhysics, MotorSnapshot
 
 
@@ -165,7 +166,10 @@ class MotorEmulator:
         self._injections = {mid: _Injection() for mid in self._motors}
         self._rng = random.Random(self.config.seed)
         self._lock = threading.RLock()
-        self._log: deque[FrameLogEntry] = deque(maxlen=self.config.log_size)
+        # (motor id, kind) per frame received. Plain tuples, not FrameLogEntry objects: tuples of ints and strings
+        # leave the garbage collector's care, where 100,000 dataclass instances per emulator made every full
+        # collection take ~30 ms, during which the emulated motors answered nothing (`frame_log` builds entries).
+        self._log: deque[tuple[int, str]] = deque(maxlen=self.config.log_size)
         self._delayed: list[tuple[float, int, can.Message]] = []
         self._seq = 0
         self._bus: can.BusABC | None = None
@@ -176,6 +180,7 @@ class MotorEmulator:
         self._load_at: dict[int, float] = {}  # positions the loads were last evaluated at
         self._counts: dict[tuple[int, str], int] = {}  # frames received by (motor id, kind), never capped
         self._frames_seen = threading.Condition(self._lock)
+        self.replies_lost = 0  # replies the bus refused (see `_send`)
 
     @classmethod
     def for_arm(cls, arm: ArmConfig, *, positions: Mapping[str, float] | None = None,
@@ -201,7 +206,13 @@ class MotorEmulator:
             now = self.clock()
             for m in self._motors.values():
                 m.last_frame_at = now
-        self._bus = can.Bus(interface=self.interface, channel=self.channel)
+        if self.interface == "unix_link":
+            self._bus = open_unix_link(self.channel, "device", f"motor emulator on {self.channel}")
+        elif self.interface == "udp_multicast":
+            group, port = udp_address(self.channel, f"motor emulator on {self.channel}")
+            self._bus = can.Bus(interface=self.interface, channel=group, port=port)
+        else:
+            self._bus = can.Bus(interface=self.interface, channel=self.channel)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"motor-emulator-{self.channel}", daemon=True)
         self._thread.start()
@@ -329,7 +340,7 @@ class MotorEmulator:
 
     def frame_log(self, motor_id: int | None = None) -> list[FrameLogEntry]:
         with self._lock:
-            return [e for e in self._log if motor_id is None or e.motor_id == motor_id]
+            return [FrameLogEntry(mid, kind) for mid, kind in self._log if motor_id is None or mid == motor_id]
 
     def frame_count(self, motor_id: int | None = None) -> int:
         return len(self.frame_log(motor_id))
@@ -420,7 +431,7 @@ class MotorEmulator:
 
     def _receive(self, motor_id: int, kind: str) -> bool:
         """Log and count a received frame; False when this firmware ignores the kind (`EmulatorConfig.ignored`)."""
-        self._log.append(FrameLogEntry(motor_id, kind))
+        self._log.append((motor_id, kind))
         self._counts[(motor_id, kind)] = self._counts.get((motor_id, kind), 0) + 1
         self._frames_seen.notify_all()
         return kind not in self.config.ignored
@@ -443,12 +454,20 @@ class MotorEmulator:
             self._seq += 1
             heapq.heappush(self._delayed, (time.monotonic() + inj.delay_s, self._seq, msg))
             return
-        bus.send(msg)
+        self._send(bus, msg)
+
+    def _send(self, bus: can.BusABC, msg: can.Message) -> None:
+        """Put a reply on the bus. A bus that refuses it (a link whose other end is closed or not reading) loses
+        it, as a motor's answer that no node takes is lost; counted in `replies_lost`, never an error here."""
+        try:
+            bus.send(msg)
+        except can.CanOperationError:
+            self.replies_lost += 1
 
     def _flush_delayed(self, bus: can.BusABC) -> None:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            bus.send(heapq.heappop(self._delayed)[2])
+            self._send(bus, heapq.heappop(self._delayed)[2])
 
     def _update_loads(self) -> None:
         """Re-evaluate the loads once any motor moved by more than LOAD_RESOLUTION_RAD since the last time (the

@@ -161,6 +161,19 @@ class Transport:
             ex.attempt += 1
             self._send_pending(ex, list(pending.values()))
 
+    def take(self, ex: Exchange) -> dict[int, Reply]:
+        """The replies of `ex` that have arrived, without waiting or resending; raises NoReplyError naming the
+        rest. For a caller that must not wait on the bus (the servo loop in tick mode takes a cycle's replies one
+        tick after sending it): a reply that comes later is drained by the next transaction and still counts as
+        heard (`heard`), so only a motor silent for longer than its allowance is a fault."""
+        pending = {rid: req for rid, req in ex.requests.items() if req.key not in ex.replies}
+        ex.deadline = 0.0  # what is queued, nothing more
+        self._collect(ex, pending)
+        if pending:
+            missing = tuple(sorted(req.key for req in pending.values()))
+            raise NoReplyError(missing, ex.attempt, self.config.reply_timeout_s, ex.send_error)
+        return ex.replies
+
     # -- internals ----------------------------------------------------------------------------------------------
     def _send_pending(self, ex: Exchange, requests: list[Request]) -> None:
         for req in requests:
