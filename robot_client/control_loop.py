@@ -55,6 +55,12 @@ class WallClock:
             pass
 
 
+def run_should_end(stop: Callable[[], bool] | None, estop: EStop, servo_is_still: Callable[[], bool]) -> bool:
+    """When a `run_for` (in this process's loop or a servo process's) ends early: `stop()` said so, or an
+    e-stop has settled (the arm is still)."""
+    return (stop is not None and stop()) or (estop.active and servo_is_still())
+
+
 @dataclass
 class LoopTiming:
     """Tick periods (s, on the loop's clock) and overruns (ticks that started more than half a period late);
@@ -216,9 +222,7 @@ class ServoLoop:
         end = self._next_tick + duration_s
         while self._next_tick < end:
             self.tick(scheduler.target_at, scheduler.exhausted_since, scheduler.target_velocity_at)
-            if stop is not None and stop():
-                break
-            if self.estop.active and self.servo.is_still():
+            if run_should_end(stop, self.estop, self.servo.is_still):
                 break
 
     def drive_to(self, target: F64, *, velocity_scale: float, tolerance: float = 2e-3,

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from robot_client.chunking import ChunkScheduler
 from robot_client.config import RobotConfig
-from robot_client.control_loop import Clock, LoopEvents, LoopTiming, TickRecord
+from robot_client.control_loop import Clock, LoopEvents, LoopTiming, TickRecord, run_should_end
 from robot_client.robot import (
     F64,
     FaultRecord,
@@ -114,10 +115,14 @@ class _RemoteServo:
     def resume(self) -> None:
         self.stopping = False
 
-    def is_still(self, tol: float = 1e-4) -> bool:
-        """The servo's command stopped changing (its last two ticks sent the same pose)."""
+    def is_still(self, tolerance: float = 1e-4) -> bool:
+        """Every joint's commanded velocity over the servo's last two ticks below `tolerance` (rad/s), as
+        `JerkLimitedServo.is_still` holds its own velocity."""
         rows = self._loop.last_rows
-        return len(rows) >= 2 and float(np.max(np.abs(rows[-1].command - rows[-2].command))) < tol
+        if len(rows) < 2 or rows[-1].time <= rows[-2].time:
+            return False
+        rate = np.abs(rows[-1].command - rows[-2].command) / (rows[-1].time - rows[-2].time)
+        return bool(np.all(rate < tolerance))
 
 
 class RemoteServoLoop:
@@ -175,22 +180,28 @@ class RemoteServoLoop:
             self._publish(scheduler.target_at, scheduler.exhausted_since, scheduler.target_velocity_at)
             time.sleep(self.plan_period_s)
             self._drain()
-            if stop is not None and stop():
-                break
-            if self.estop.active and self.servo.is_still():
+            if run_should_end(stop, self.estop, self.servo.is_still):
                 break
 
     def drive_to(self, target: F64, *, velocity_scale: float, tolerance: float = 2e-3,
                  timeout_s: float = 30.0) -> bool:
-        """The slow ramp: a plan that holds `target` with scaled velocity limits; True once reached and still."""
+        """The slow ramp: a plan that holds `target` with scaled velocity limits, renewed at the plan's pace
+        (not every servo period: the servo process interpolates it); True once reached and still (the same
+        tolerances as `ServoLoop.drive_to`)."""
         goal = np.asarray(target, dtype=np.float64)
+        held = Plan(0.0, self.period, np.tile(goal, (self.samples, 1)), np.zeros((self.samples, goal.size)))
         try:
             self.proc.set_velocity_scale(velocity_scale)
             end = self.clock.now() + timeout_s
             while self.clock.now() < end and not self.estop.active:
-                self.tick(lambda t: goal, lambda t: 0.0)
+                try:
+                    self.proc.track(replace(held, t0=time.monotonic()))
+                except ServoProcessError as exc:
+                    raise _fault(exc) from exc
+                time.sleep(self.plan_period_s)
+                self._drain()
                 rows = self.last_rows
-                if rows and float(np.max(np.abs(rows[-1].command - goal))) < tolerance and self.servo.is_still(1e-6):
+                if rows and float(np.max(np.abs(rows[-1].command - goal))) < tolerance and self.servo.is_still(1e-3):
                     return True
             return False
         finally:

@@ -61,6 +61,7 @@ from robot_client.yam.arm import SEND_MODES, YamOptions
 log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 BACKENDS = ("sim", "emulator", "yam")
+KEEP_TIMINGS = 2000  # tick periods the servo process's loop keeps before starting its lists afresh
 
 
 class ServoProcessError(RuntimeError):
@@ -100,11 +101,12 @@ class ServoProcessConfig:
             raise ServoProcessError(f"sim_actuation {self.sim_actuation!r} unknown; known {list(SIM_ACTUATIONS)}")
         if self.yam_send_mode not in SEND_MODES:
             raise ServoProcessError(f"yam_send_mode {self.yam_send_mode!r} unknown; known {list(SEND_MODES)}")
-        if self.cpu is not None and self.cpu < 0:
-            raise ServoProcessError(f"cpu must be a core number >= 0 (or None: any core), got {self.cpu}")
         if not 0 <= self.rt_priority <= 99:
             raise ServoProcessError(f"rt_priority must lie in [0, 99], got {self.rt_priority}")
-        for name in ("deadline_s", "parent_timeout_s", "startup_timeout_s"):
+        if self.cpu is not None and self.cpu not in os.sched_getaffinity(0):
+            raise ServoProcessError(f"cpu must be one of the cores this process may run on "
+                                    f"{sorted(os.sched_getaffinity(0))} (or None: any core), got {self.cpu}")
+        for name in ("deadline_s", "parent_timeout_s", "startup_timeout_s", "switch_interval_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ServoProcessError(f"{name} must be a finite number > 0, got {value}")
@@ -231,16 +233,20 @@ def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
             state = loop.start()  # after the collection: the first ticks do not start late and catch up
             _publish_state(block, state)
             block.write_status(ready=1.0, rt=rt, pid=float(os.getpid()))
-            last_start: float | None = None
+            ticks = 0
             while True:
                 record = loop.tick(follower.target, follower.exhausted_since, follower.velocity)
-                period = 0.0 if last_start is None else record.time - last_start
-                last_start = record.time
+                ticks += 1
+                period = loop.timing.periods[-1] if loop.timing.periods else 0.0
+                if len(loop.timing.periods) >= KEEP_TIMINGS:
+                    # The parent reads the periods from the ring; here they would only grow (45 MB an hour).
+                    loop.timing.periods.clear()
+                    loop.timing.work.clear()
                 s = record.state
                 block.append_row(record.time, period, record.holding, s.positions, s.velocities, s.efforts,
                                  record.target, record.command.position)
                 block.write_state(s.positions, s.velocities, s.efforts, time=record.time,
-                                  ticks=float(len(loop.timing.periods) + 1), overruns=float(loop.timing.overruns),
+                                  ticks=float(ticks), overruns=float(loop.timing.overruns),
                                   holding=float(record.holding))
                 gone = os.getppid() != parent
                 if gone:
@@ -314,6 +320,10 @@ class ServoProcess:
     def __init__(self, spec: ServoProcessConfig) -> None:
         self.spec = spec
         self.config = load_robot_config(spec.robot_config)
+        unknown = sorted(set(spec.initial_positions) - set(self.config.joint_names))
+        if unknown:
+            raise ServoProcessError(f"initial_positions names joints {unknown} that {self.config.name} does not "
+                                    f"have (joints: {list(self.config.joint_names)})")
         self.layout = Layout(self.config.dof, spec.horizon, spec.ring)
         self.block: ServoShm | None = None
         self.proc: subprocess.Popen[bytes] | None = None

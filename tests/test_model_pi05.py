@@ -69,13 +69,13 @@ def test_padding_and_absent_cameras_are_invisible(model: Pi05Model) -> None:
 
 def test_flow_integration_times_follow_openpi(model: Pi05Model, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float] = []
-    original = Pi05Model.velocity
+    original = Pi05Model.expert_velocity
 
-    def recording(self: Pi05Model, cache: object, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def recording(self: Pi05Model, kv: object, ctx: object, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         seen.append(float(t[0]))
         return torch.ones_like(x)
 
-    monkeypatch.setattr(Pi05Model, "velocity", recording)
+    monkeypatch.setattr(Pi05Model, "expert_velocity", recording)
     inputs = random_inputs(model.cfg)
     noise = torch.zeros(2, model.cfg.action_horizon, model.cfg.action_dim)
     out = model.sample_actions(inputs, noise)
@@ -86,17 +86,17 @@ def test_flow_integration_times_follow_openpi(model: Pi05Model, monkeypatch: pyt
         t = t + dt
     assert seen == expected_t and len(seen) == 10
     torch.testing.assert_close(out, torch.full_like(out, -1.0), atol=1e-5, rtol=0)  # x_0 = eps - sum(v)/N
-    monkeypatch.setattr(Pi05Model, "velocity", original)
+    monkeypatch.setattr(Pi05Model, "expert_velocity", original)
 
 
 def test_nan_output_names_the_step(model: Pi05Model, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
 
-    def bad(self: Pi05Model, cache: object, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def bad(self: Pi05Model, kv: object, ctx: object, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
         return torch.full_like(x, float("nan")) if calls["n"] == 4 else torch.zeros_like(x)
 
-    monkeypatch.setattr(Pi05Model, "velocity", bad)
+    monkeypatch.setattr(Pi05Model, "expert_velocity", bad)
     with pytest.raises(ModelOutputError, match=r"after flow step 3 \(t = 0.700\)"):
         model.sample_actions(random_inputs(model.cfg), seed=0)
 

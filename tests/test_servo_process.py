@@ -83,7 +83,8 @@ def test_the_block_refuses_a_plan_it_cannot_carry() -> None:
     ({"backend": "mars"}, "backend 'mars' unknown"), ({"sim_actuation": "hydraulic"}, "sim_actuation 'hydraulic'"),
     ({"rt_priority": 120}, r"rt_priority must lie in \[0, 99\]"), ({"deadline_s": 0.0}, "deadline_s must be"),
     ({"yam_send_mode": "burst"}, r"yam_send_mode 'burst' unknown; known \['thread', 'tick'\]"),
-    ({"cpu": -1}, "cpu must be a core number >= 0"),
+    ({"cpu": -1}, r"cpu must be one of the cores this process may run on \[.*\] \(or None: any core\), got -1"),
+    ({"cpu": 4096}, r"cpu must be one of the cores .* got 4096"), ({"switch_interval_s": 0.0}, "switch_interval_s"),
 ])
 def test_bad_servo_process_settings_are_named(changes: dict[str, object], field: str) -> None:
     with pytest.raises(ServoProcessError, match=field):
@@ -179,6 +180,12 @@ def test_the_yam_driver_tracks_a_plan_in_the_servo_process(send_mode: str, tmp_p
         assert proc.status()["overruns"] < len(rows)  # it ticked on its own clock (timing: bench/servo.py)
 
 
+def test_initial_positions_of_joints_the_robot_lacks_are_named() -> None:
+    with pytest.raises(ServoProcessError, match=r"initial_positions names joints \['left_elbow'\] that bimanual_yam"):
+        ServoProcess(ServoProcessConfig(robot_config="bimanual_yam", backend="sim",
+                                        initial_positions={"left_elbow": 1.0, "left_joint2": 1.0}))
+
+
 def test_a_start_up_failure_is_raised_with_the_childs_message() -> None:
     """The YAM backend on a machine without its CAN links: the servo process's own error reaches the parent."""
     with pytest.raises(ServoProcessError, match="exited during start-up: CanBusUnavailable: .*can_left"):
@@ -235,11 +242,14 @@ def test_an_episode_runs_through_a_servo_process(tmp_path: object) -> None:
     first = sample_dataset().episode(0).states[0].astype(np.float64)
     policy = DatasetPolicy(DatasetPolicyConfig(dataset=SAMPLE_DATASET, action_horizon=30, require_images=False))
     server = PolicyServer(policy, ServerConfig(host="127.0.0.1", port=0)).start()
-    rig = build_servo_process_rig(config, (), RigOptions(sim=SimConfig(initial_positions=tuple(first))),
-                                  backend="sim")
+    core = max(os.sched_getaffinity(0))  # `run --servo-cpu`: the servo process runs on this core only
+    rig = build_servo_process_rig(config, (), RigOptions(sim=SimConfig(initial_positions=tuple(first)),
+                                                         servo_cpu=core), backend="sim")
     ticks: list[TickRecord] = []
     try:
         assert rig.remote_loop is not None
+        servo = rig.robot.proc.proc  # type: ignore[attr-defined]
+        assert os.sched_getaffinity(servo.pid) == {core}
         with GrpcPolicy(target=f"127.0.0.1:{server.port}", streaming=True) as grpc_policy:
             options = EpisodeOptions(chunking=ChunkingConfig(mode="async", fps=30.0, refill_threshold=15),
                                      duration_s=2.0, prompt="pick up the red cube with the left arm")
@@ -255,3 +265,24 @@ def test_an_episode_runs_through_a_servo_process(tmp_path: object) -> None:
     moved = np.max(np.abs(ticks[-1].state.positions - first))
     assert moved > 0.01, moved
     assert not rig.robot.status().enabled
+
+
+def test_the_remote_servo_is_still_by_the_same_velocity_measure_as_the_local_one() -> None:
+    """`is_still` (the e-stop settle and the ramp's end) compares rad/s, as JerkLimitedServo.is_still does: a
+    command moving 1e-6 rad per 5 ms tick (2e-4 rad/s) is not still at the default 1e-4 rad/s."""
+    from types import SimpleNamespace
+
+    from robot_client.remote_loop import _RemoteServo
+    from robot_client.servo_shm import TickRow
+
+    def row(t: float, q: float) -> TickRow:
+        z = np.zeros(2)
+        return TickRow(t, 0.005, z, z, z, z, np.full(2, q), False)
+
+    loop = SimpleNamespace(last_rows=[row(1.000, 0.0), row(1.005, 1e-6)])
+    servo = _RemoteServo(loop)  # type: ignore[arg-type]
+    assert not servo.is_still()
+    loop.last_rows = [row(1.000, 0.0), row(1.005, 1e-7)]  # 2e-5 rad/s
+    assert servo.is_still()
+    loop.last_rows = loop.last_rows[-1:]  # one tick says nothing about motion
+    assert not servo.is_still()

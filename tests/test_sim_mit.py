@@ -26,7 +26,7 @@ from robot_client.config import RobotConfig, load_robot_config
 from robot_client.gripper_force import GripperForceConfig
 from robot_client.robot import RobotError, RobotFault
 from robot_client.sim import Pose, SimConfig, SimRobot, SimWorld
-from robot_client.sim.mit import MitDriveError
+from robot_client.sim.mit import MitDrive, MitDriveError
 from robot_client.sim.robot import Actuation
 from robot_client.sim.tasks import hover_ik
 from robot_client.yam.protocol import MOTOR_LIMITS
@@ -186,13 +186,18 @@ def test_stalled_gripper_is_capped_after_detection(config: RobotConfig, period: 
         drive.limiter_period_steps = 0
 
 
-def test_commanding_open_releases_the_grasp(config: RobotConfig) -> None:
-    robot, _, detected = grasp_cube(config, force_limit=True, limiter_period_steps=3)
+def grasping_left(config: RobotConfig, period: int) -> tuple[SimRobot, MitDrive, list[float], int, np.ndarray]:
+    """(robot, its MIT drive, gripper efforts, the left gripper's index, the present pose): the left gripper
+    holding the cube in the limiter's grasp."""
+    robot, efforts, detected = grasp_cube(config, force_limit=True, limiter_period_steps=period)
     assert detected is not None
     drive = robot.mit_drive
     assert drive is not None and drive.grasping()["left_gripper"]
-    gripper = config.joint_names.index("left_gripper")
-    q = robot.read_state().positions.copy()
+    return robot, drive, efforts, config.joint_names.index("left_gripper"), robot.read_state().positions.copy()
+
+
+def test_commanding_open_releases_the_grasp(config: RobotConfig) -> None:
+    robot, drive, _, gripper, q = grasping_left(config, 3)
     q[gripper] = 1.0
     for _ in range(int(0.5 * config.servo_hz)):
         robot.command(q)
@@ -208,12 +213,7 @@ def test_commanding_open_releases_the_grasp(config: RobotConfig) -> None:
 def test_a_cube_taken_from_the_grasp_releases_it_by_the_motion(config: RobotConfig, period: int) -> None:
     """Pure torque has nothing that fades when the object goes: the jaws run on toward the target past where they
     stalled, and that motion releases the grasp (the gripper then closes on nothing under its ordinary law)."""
-    robot, efforts, detected = grasp_cube(config, force_limit=True, limiter_period_steps=period)
-    assert detected is not None
-    drive = robot.mit_drive
-    assert drive is not None and drive.grasping()["left_gripper"]
-    gripper = config.joint_names.index("left_gripper")
-    q = robot.read_state().positions.copy()
+    robot, drive, efforts, gripper, q = grasping_left(config, period)
     q[gripper] = 0.0
     robot.set_object_pose("red_cube", Pose.on_table(0.6, -0.2, CUBE_Z))  # taken away
     released = None

@@ -155,6 +155,25 @@ def test_the_yam_driver_drives_emulated_motors_in_another_process() -> None:
     assert child.returncode == 0
 
 
+def test_a_reply_nobody_takes_is_lost_not_an_emulator_error() -> None:
+    """A motor's answer to a host that has gone (its link end closed) is lost, as on a bus with no node to take
+    it: counted, and the emulator stops cleanly (stop() re-raises any error its thread met)."""
+    arm = replace(load_robot_config("bimanual_yam").arms[0], can_interface="unix_link", can_channel=_channel())
+    emulator = MotorEmulator.for_arm(arm).start()
+    try:
+        emulator.delay_replies(1, 0.1, count=1)
+        bus = open_bus(arm)
+        disable = dm.special_command_frame(dm.SpecialCommand.DISABLE)
+        bus.send(can.Message(arbitration_id=dm.command_id(1), data=disable, is_extended_id=False))
+        bus.shutdown()  # gone before the delayed answer
+        deadline = time.monotonic() + 5.0
+        while emulator.replies_lost == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert emulator.replies_lost == 1
+    finally:
+        emulator.stop()
+
+
 def test_a_motor_emulator_serves_the_device_end() -> None:
     """In one process too (the emulator's thread at the device end): what the emulator answers comes back."""
     arm = replace(load_robot_config("bimanual_yam").arms[0], can_interface="unix_link", can_channel=_channel())

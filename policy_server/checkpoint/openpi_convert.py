@@ -27,6 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from policy_norm.checkpoint import find_openpi_norm_stats
+from policy_norm.errors import NormConfigError, NormStatsError
+from policy_norm.formats import read_openpi_norm_stats
 from policy_server.checkpoint.layouts import CONFIG_FILE, WEIGHTS_FILE
 from policy_server.checkpoint.openpi_jax import (
     InferredSizes,
@@ -137,10 +140,11 @@ def find_norm_stats(step_dir: Path, asset_id: str | None) -> tuple[str, Path]:
     assets = _step_root(step_dir) / ASSETS_DIR
     found = sorted(p.parent.name for p in assets.glob(f"*/{NORM_STATS_FILE}")) if assets.is_dir() else []
     if asset_id is not None:
-        path = assets / asset_id / NORM_STATS_FILE
-        if not path.is_file():
-            raise ConvertError(f"--asset-id {asset_id}: {path} does not exist; the step has norm stats for "
-                               f"{found or 'no asset id'}")
+        try:  # the serving side's own lookup: a single folder name (no '..' out of assets/), the file present
+            path = find_openpi_norm_stats(_step_root(step_dir), asset_id)
+        except (NormStatsError, NormConfigError) as exc:
+            raise ConvertError(f"--asset-id {asset_id}: {exc}; the step has norm stats for "
+                               f"{found or 'no asset id'}") from None
         return asset_id, path
     if not found:
         raise ConvertError(
@@ -153,12 +157,11 @@ def find_norm_stats(step_dir: Path, asset_id: str | None) -> tuple[str, Path]:
 
 
 def _check_norm_stats(path: Path) -> None:
+    """Read them as the server will at load (policy_norm), so a file it would refuse is refused here, named."""
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConvertError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("norm_stats"), dict):
-        raise ConvertError(f"{path}: expected openpi's {{\"norm_stats\": {{...}}}} object")
+        read_openpi_norm_stats(path)
+    except (NormStatsError, NormConfigError) as exc:
+        raise ConvertError(f"norm stats to carry: {exc}") from None
 
 
 def find_tokenizer(step_dir: Path, explicit: Path | None) -> Path | None:
@@ -284,9 +287,7 @@ def content_hash(directory: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         h.update(str(path.relative_to(directory)).encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
+        file_sha256(path, h)
         h.update(b"\0")
     return h.hexdigest()
 

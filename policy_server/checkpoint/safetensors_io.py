@@ -207,12 +207,13 @@ def find_non_finite(tensor: torch.Tensor) -> NonFinite | None:
                      first=tuple(reversed(first)))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path, h: Any = None) -> str:
+    """sha256 of the file's bytes; with `h`, the bytes go into that running hash (whose hex digest is returned)."""
+    h = hashlib.sha256() if h is None else h
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}

@@ -411,8 +411,12 @@ class Pi05Model(nn.Module):
 
     def _plain_flow(self, inputs: ModelInputs | None, cache: PrefixCache | None, noise: Tensor, steps: int,
                     rtc: RtcGuidance | None) -> Tensor:
-        """The reference Euler loop: one `velocity` call per step, each step checked for non-finite values."""
+        """The reference Euler loop: one velocity per step, each step checked for non-finite values. The suffix's
+        positions, RoPE tables and mask depend on the prefix alone: built once, not per step."""
         device, b = noise.device, noise.shape[0]
+        if noise.shape[1] != self.cfg.action_horizon:
+            raise ModelInputError(f"x_t: expected {self.cfg.action_horizon} action steps, got {list(noise.shape)}")
+        ctx = self.suffix_context(cache, b) if cache is not None else None
         dt = torch.tensor(-1.0 / steps, dtype=torch.float32, device=device)
         time = torch.tensor(1.0, dtype=torch.float32, device=device)
         x_t = noise
@@ -422,7 +426,8 @@ class Pi05Model(nn.Module):
 
             def v_fn(x: Tensor, t_batch: Tensor = t_batch) -> Tensor:
                 if cache is not None:
-                    return self.velocity(cache, x, t_batch)
+                    assert ctx is not None
+                    return self.expert_velocity(cache.kv, ctx, x, t_batch)
                 assert inputs is not None, "the uncached flow needs the inputs"
                 return self.velocity_uncached(inputs, x, t_batch)
 

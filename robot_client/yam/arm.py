@@ -691,14 +691,16 @@ class YamArm:
         self._ff_frames += 1
         targets = self._limit_gripper(targets)
         v_des = self._velocity_feedforward()
-        requests = [self._mit_request(m, float(targets[m.index]), float(ff[m.index]), velocity=float(v_des[m.index]))
-                    for m in self.motors]
-        if self.gripper_limiter is not None:
-            # The gripper's frame runs the law the limiter chose: its gains, or pure torque while grasping.
-            g = self.motors[self.gripper_index]
-            law = self.gripper_limiter.law_to_send()
-            requests[g.index] = self._mit_request(g, float(targets[g.index]), float(ff[g.index]) + law.torque_nm,
-                                                  kp=law.kp, kd=law.kd)
+        law = self.gripper_limiter.law_to_send() if self.gripper_limiter is not None else None
+        requests = []
+        for m in self.motors:
+            if law is not None and m.index == self.gripper_index:
+                # The gripper's frame runs the law the limiter chose: its gains, or pure torque while grasping.
+                requests.append(self._mit_request(m, float(targets[m.index]), float(ff[m.index]) + law.torque_nm,
+                                                  kp=law.kp, kd=law.kd))
+            else:
+                requests.append(self._mit_request(m, float(targets[m.index]), float(ff[m.index]),
+                                                  velocity=float(v_des[m.index])))
         return requests
 
     def _velocity_feedforward(self) -> F64:

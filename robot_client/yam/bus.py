@@ -61,13 +61,8 @@ def open_bus(arm: ArmConfig, *, net_class: Path = _NET_CLASS) -> can.BusABC:
     """
     if arm.can_interface == "virtual":
         return can.Bus(interface="virtual", channel=arm.can_channel or f"yam_{arm.name}")
-    if arm.can_interface == "unix_link":
-        return open_unix_link(arm.can_channel, "host", f"arm '{arm.name}'")
-    if arm.can_interface == "udp_multicast":
-        if not arm.can_channel:
-            raise CanBusUnavailable(f"arm '{arm.name}': udp_multicast needs can_channel = a multicast group address")
-        group, port = udp_address(arm.can_channel, f"arm '{arm.name}'")
-        return can.Bus(interface="udp_multicast", channel=group, port=port)
+    if arm.can_interface in LOCAL_INTERFACES:
+        return open_local_bus(arm.can_interface, arm.can_channel, "host", f"arm '{arm.name}'")
     if not arm.can_channel:
         raise CanBusUnavailable(f"arm '{arm.name}': can_channel is empty (interface {arm.can_interface})")
     if arm.can_interface == "socketcan":
@@ -77,12 +72,25 @@ def open_bus(arm: ArmConfig, *, net_class: Path = _NET_CLASS) -> can.BusABC:
     raise CanBusUnavailable(f"arm '{arm.name}': unsupported can_interface {arm.can_interface!r}")
 
 
-def open_unix_link(channel: str, end: End, who: str) -> can.BusABC:
-    """`end` of the unix_link `channel`; CanBusUnavailable naming `who` when it cannot be opened."""
-    try:
-        return UnixLinkBus(channel, end)
-    except (ValueError, can.CanInitializationError) as exc:
-        raise CanBusUnavailable(f"{who}: {exc}") from exc
+# Buses to another process of this host (emulated motors): the driver opens the "host" end, the emulator the
+# "device" end (the end matters to unix_link only).
+LOCAL_INTERFACES = ("unix_link", "udp_multicast")
+
+
+def open_local_bus(interface: str, channel: str, end: End, who: str) -> can.BusABC:
+    """A unix_link or udp_multicast bus on `channel`, from `end`; CanBusUnavailable naming `who` when it cannot
+    be opened."""
+    if interface == "unix_link":
+        try:
+            return UnixLinkBus(channel, end)
+        except (ValueError, can.CanInitializationError) as exc:
+            raise CanBusUnavailable(f"{who}: {exc}") from exc
+    if interface != "udp_multicast":
+        raise CanBusUnavailable(f"{who}: {interface!r} is not a bus to another process ({list(LOCAL_INTERFACES)})")
+    if not channel:
+        raise CanBusUnavailable(f"{who}: udp_multicast needs can_channel = a multicast group address")
+    group, port = udp_address(channel, who)
+    return can.Bus(interface="udp_multicast", channel=group, port=port)
 
 
 UDP_DEFAULT_PORT = 43113  # python-can's

@@ -45,7 +45,7 @@ import can
 
 from robot_client.config import ArmConfig
 from robot_client.yam import protocol as dm
-from robot_client.yam.bus import open_unix_link, udp_address
+from robot_client.yam.bus import LOCAL_INTERFACES, open_local_bus
 from robot_client.yam.motor_model import EmulatedMotor, MotorPhysics, MotorSnapshot
 
 
@@ -206,11 +206,8 @@ class MotorEmulator:
             now = self.clock()
             for m in self._motors.values():
                 m.last_frame_at = now
-        if self.interface == "unix_link":
-            self._bus = open_unix_link(self.channel, "device", f"motor emulator on {self.channel}")
-        elif self.interface == "udp_multicast":
-            group, port = udp_address(self.channel, f"motor emulator on {self.channel}")
-            self._bus = can.Bus(interface=self.interface, channel=group, port=port)
+        if self.interface in LOCAL_INTERFACES:
+            self._bus = open_local_bus(self.interface, self.channel, "device", f"motor emulator on {self.channel}")
         else:
             self._bus = can.Bus(interface=self.interface, channel=self.channel)
         self._stop.clear()
