@@ -239,7 +239,7 @@ def serve(spec: ServoProcessConfig, block: ServoShm) -> int:
                 ticks += 1
                 period = loop.timing.periods[-1] if loop.timing.periods else 0.0
                 if len(loop.timing.periods) >= KEEP_TIMINGS:
-                    # The parent reads the periods from the ring; here they would only grow (45 MB an hour).
+                    # The parent reads the periods from the ring; here they would only grow with every tick.
                     loop.timing.periods.clear()
                     loop.timing.work.clear()
                 s = record.state
